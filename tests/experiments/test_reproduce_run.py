@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dgalign.analysis.transferability import run_transferability
-from dgalign.cli import build_parser
+from dgalign.cli import build_parser, main
 from dgalign.cli.reproduce_cmd import config_from_args
 from dgalign.errors import RunDirError
 from dgalign.experiments import cmnist_run
@@ -48,6 +48,22 @@ def test_run_resume_report_and_transferability(tmp_path, fake_mnist, monkeypatch
     assert report.splitlines()[0].startswith("# QUICK")
     assert json.loads((root / "summary.json").read_text())["title"].startswith("QUICK")
     assert len(json.loads((root / "IRM" / "results.json").read_text())["restarts"]) == 2
+    assert (
+        main(
+            [
+                "reproduce",
+                "cmnist-fig4",
+                str(root),
+                str(root),
+                "--methods",
+                "IRM",
+                "--out",
+                str(tmp_path / "fig4.png"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "fig4.png").stat().st_size > 0
 
     calls = []
     real = cmnist_run.train_restarts

@@ -92,6 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fig4.add_argument("balanced", help="run dir of `reproduce cmnist`")
     fig4.add_argument("labelshift", help="run dir of `reproduce cmnist --label-shift`")
     fig4.add_argument("--out", default=None, help="PNG path (default BALANCED/fig4.png)")
+    fig4.add_argument("--methods", nargs="+", default=None, help="default: HGP Hutchinson")
     fig4.set_defaults(handler=run_fig4)
 
 
@@ -140,6 +141,6 @@ def run_fig4(args: argparse.Namespace) -> int:
     from dgalign.experiments.cmnist_report import plot_fig4
 
     out = Path(args.out) if args.out else Path(args.balanced) / "fig4.png"
-    plot_fig4(Path(args.balanced), Path(args.labelshift), out)
+    plot_fig4(Path(args.balanced), Path(args.labelshift), out, args.methods)
     print(out)
     return 0

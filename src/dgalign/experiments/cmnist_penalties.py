@@ -150,12 +150,30 @@ def _mean_loss(batch: Batch, mean: str) -> Tensor:
 
 
 def hgp_batch_terms(batch: Batch, mean: str = "envs") -> Terms:
-    """Terms [R, P]: T_e = H_e g_e and g_e, from autograd on the batched head."""
+    """Terms [R, P]: T_e = H_e g_e and g_e. With mean="envs", gbar = mean_e g_e and
+    Hbar gbar = mean_e H_e gbar, every H v by the closed form `head_hvp` (one product per env
+    for g_e and gbar together); with mean="pooled", `curvature.hessian_gradient_product`
+    (H g = grad ||g||^2 / 2) by autograd on the batched head for each env and the pooled loss.
+    The tests check both against `algorithms.hessian.hgp_terms`."""
     params = list(batch.head)
-    per = [hessian_gradient_product(nll.sum(), params) for nll in batch.nlls]
-    hg_bar, g_bar = hessian_gradient_product(_mean_loss(batch, mean), params)
-    hess, grads = [_flat(h) for h, _ in per], [_flat(g) for _, g in per]
-    return Terms(hess, _flat(hg_bar), grads, _flat(g_bar))
+    if mean == "pooled":
+        per = [hessian_gradient_product(nll.sum(), params) for nll in batch.nlls]
+        hg_bar, g_bar = hessian_gradient_product(_mean_loss(batch, mean), params)
+        hess, grads = [_flat(h) for h, _ in per], [_flat(g) for _, g in per]
+        return Terms(hess, _flat(hg_bar), grads, _flat(g_bar))
+    if mean != "envs":
+        raise ConfigError(f"mean must be one of {MEANS}, got {mean!r}")
+    grads = [
+        torch.autograd.grad(nll.sum(), params, create_graph=True) for nll in batch.nlls
+    ]  # ([R, H, 1], [R, 1, 1]) per env
+    g_bar = [sum(g[i] for g in grads) / len(grads) for i in (0, 1)]
+    hess, hv_bar = [], []
+    for z, lg, g in zip(batch.zs, batch.logits, grads, strict=True):
+        hw, hb = head_hvp(z, lg, (torch.cat([g[0], g_bar[0]], 2), torch.cat([g[1], g_bar[1]], 2)))
+        hess.append(_flat((hw[..., :1], hb[..., :1])))
+        hv_bar.append(_flat((hw[..., 1:], hb[..., 1:])))
+    g_flat = [_flat(g) for g in grads]
+    return Terms(hess, sum(hv_bar) / len(hv_bar), g_flat, _flat(g_bar))
 
 
 Probes = tuple[Tensor, Tensor]

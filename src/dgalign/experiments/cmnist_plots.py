@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dgalign.errors import ConfigError
 from dgalign.utils.io import atomic_write_bytes
 
 
@@ -122,16 +123,19 @@ def _load(root: Path) -> tuple[dict[str, list[dict]], dict]:
     return out, config
 
 
-def fig4(balanced: Path, labelshift: Path, out: Path) -> None:
-    """Hessian distance per step of every method present in both dirs, balanced (solid)
-    vs label shift (dashed)."""
+def fig4(balanced: Path, labelshift: Path, out: Path, methods: list[str] | None = None) -> None:
+    """Hessian distance per step, balanced (solid) vs label shift (dashed), of `methods`
+    (default: HGP and Hutchinson, as the paper's Fig 4) present in both dirs."""
     plt = _pyplot()
     bal, cfg_b = _load(balanced)
     shf, cfg_s = _load(labelshift)
     quick = cfg_b.get("quick") or cfg_s.get("quick")
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = plt.get_cmap("tab10").colors
-    for i, name in enumerate(n for n in bal if n in shf):
+    names = [n for n in (methods or ["HGP", "Hutchinson"]) if n in bal and n in shf]
+    if not names:
+        raise ConfigError(f"no method of {methods or ['HGP', 'Hutchinson']} is in both runs")
+    for i, name in enumerate(names):
         for recs, ls, tag in ((bal[name], "-", "no shift"), (shf[name], "--", "label shift")):
             s = _series(recs)
             ax.plot(
@@ -140,7 +144,7 @@ def fig4(balanced: Path, labelshift: Path, out: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||H_0 - H_1||_F")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(("QUICK — " if quick else "") + "Hessian distance, no shift vs label shift")
     _save(fig, out)
     plt.close(fig)

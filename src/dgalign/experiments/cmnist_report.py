@@ -194,6 +194,10 @@ def write_report(root: Path, config) -> Path:
         "",
         cost,
         "",
+        "Each method's time comes from its own batch of restarts, so the ratios are only as "
+        "comparable as the machine's load was while they ran; `python benchmarks/cmnist_step.py "
+        "--methods` times all methods round-robin in one process.",
+        "",
         "## FGSM accuracy on the test environment (%)",
         "",
         fgsm_table(fgsm),
@@ -209,8 +213,8 @@ def write_report(root: Path, config) -> Path:
     return root
 
 
-def plot_fig4(balanced: Path, labelshift: Path, out: Path) -> None:
+def plot_fig4(balanced: Path, labelshift: Path, out: Path, methods: list[str] | None = None):
     """Fig 4: the training envs' Hessian distance per step, balanced vs label shift."""
     from dgalign.experiments import cmnist_plots as plots
 
-    plots.fig4(balanced, labelshift, out)
+    plots.fig4(balanced, labelshift, out, methods)
