@@ -5,6 +5,12 @@ Accuracy of a run (algorithm base b, trial t, hparams seed h, test envs T) at en
     out = in - 0.01 - (0.02 h if i in T else 0)
 so training-domain validation and leave-one-domain-out pick h = 1 at step 10, while the oracle
 (the test env's out split) picks h = 0.
+
+Runs made with `swa` also record the weight average's accuracies (`swa_env{i}_{in,out}_acc`,
+as `dgalign train --swa` does), with the hparams seed's effect reversed:
+    in  = b + 0.03 + 0.02 i + 0.01 t - 0.005 h   (0.1 lower at step 0)
+    out = in - 0.01 - (0.02 (1 - h) if i in T else 0)
+so on them training-domain validation and leave-one-domain-out pick h = 0, the oracle h = 1.
 """
 
 import json
@@ -31,8 +37,37 @@ def accs(dataset, algorithm, trial, hseed, test_envs, step):
     return out
 
 
-def write_run(root, dataset, algorithm, trial, hseed, test_envs, state="done", steps=(0, 10)):
-    """A dgalign run directory in `state` (done, failed, running, incomplete)."""
+SWA = " + SWA"
+
+
+def swa_accs(dataset, algorithm, trial, hseed, test_envs, step):
+    """{env key: value} of the weight average's accuracies of one record of `algorithm` (or of
+    "<algorithm> + SWA")."""
+    base = BASE[(dataset, algorithm.removesuffix(SWA))]
+    out = {}
+    for i in range(N_ENVS[dataset]):
+        in_acc = base + 0.03 + 0.02 * i + 0.01 * trial - 0.005 * hseed
+        in_acc -= 0.1 if step == 0 else 0.0
+        out[f"env{i}_in_acc"] = round(in_acc, 6)
+        penalty = 0.02 * (1 - hseed) if i in test_envs else 0
+        out[f"env{i}_out_acc"] = round(in_acc - 0.01 - penalty, 6)
+    return out
+
+
+def write_run(
+    root,
+    dataset,
+    algorithm,
+    trial,
+    hseed,
+    test_envs,
+    state="done",
+    steps=(0, 10),
+    swa=False,
+    accuracies=accs,
+):
+    """A dgalign run directory in `state` (done, failed, running, incomplete); `swa`: with the
+    weight average's accuracies too; `accuracies`: the function giving the `env*` ones."""
     args = {
         "dataset": dataset,
         "algorithm": algorithm,
@@ -58,8 +93,11 @@ def write_run(root, dataset, algorithm, trial, hseed, test_envs, state="done", s
                 "loss": 0.5,
                 "step_time": 0.01,
                 "mem_gb": 0.0,
-                **accs(dataset, algorithm, trial, hseed, test_envs, step),
+                **accuracies(dataset, algorithm, trial, hseed, test_envs, step),
             }
+            if swa:
+                values = swa_accs(dataset, algorithm, trial, hseed, test_envs, step)
+                record.update({f"swa_{k}": v for k, v in values.items()})
             handle.write(json.dumps(record, sort_keys=True) + "\n")
     (path / "out.txt").write_text("step 0: ...\n")
     (path / "err.txt").write_text("")
@@ -73,10 +111,33 @@ def write_run(root, dataset, algorithm, trial, hseed, test_envs, state="done", s
     return path
 
 
-def write_golden_sweep(root):
+def write_golden_sweep(root, swa=(), swa_as_algorithm=False):
     """Debug28: ERM and ZFake, 2 trials, 2 hparams seeds, singles and pairs, with
     ERM trial 1 [2] h1 failed, ZFake trial 1 [1] (both seeds) not launched and ZFake trial 1
-    [0, 2] h0 running. PACS: ERM only, 1 trial, single test envs only."""
+    [0, 2] h0 running. PACS: ERM only, 1 trial, single test envs only.
+
+    The runs of the (dataset, algorithm) pairs in `swa` record the weight average's accuracies
+    too; with `swa_as_algorithm` they are written instead as the `env*` accuracies of separate
+    runs of an algorithm "<algorithm> + SWA", in the same states (the reference a report of the
+    first sweep must match)."""
+
+    def write(dataset, algorithm, trial, hseed, envs, state="done"):
+        with_swa = (dataset, algorithm) in swa
+        write_run(
+            root,
+            dataset,
+            algorithm,
+            trial,
+            hseed,
+            envs,
+            state,
+            swa=with_swa and not swa_as_algorithm,
+        )
+        if with_swa and swa_as_algorithm:
+            write_run(
+                root, dataset, algorithm + SWA, trial, hseed, envs, state, accuracies=swa_accs
+            )
+
     for algorithm in ("ERM", "ZFake"):
         for trial in (0, 1):
             for envs in held_out_sets(3, single_only=False):
@@ -89,13 +150,25 @@ def write_golden_sweep(root):
                         state = "running"
                     elif key[:3] == ("ZFake", 1, (1,)):
                         continue  # not launched
-                    write_run(root, "Debug28", algorithm, trial, hseed, envs, state)
+                    write("Debug28", algorithm, trial, hseed, envs, state)
     for envs in held_out_sets(4, single_only=True):
         for hseed in (0, 1):
-            write_run(root, "PACS", "ERM", 0, hseed, envs)
+            write("PACS", "ERM", 0, hseed, envs)
     return Path(root)
 
 
 @pytest.fixture
 def golden_sweep(tmp_path):
     return write_golden_sweep(tmp_path / "sweep")
+
+
+@pytest.fixture
+def make_golden_sweep():
+    """`write_golden_sweep`, for tests that vary its arguments."""
+    return write_golden_sweep
+
+
+@pytest.fixture
+def swa_accuracies():
+    """`swa_accs`: the weight average's accuracies the synthetic runs record."""
+    return swa_accs

@@ -4,6 +4,8 @@
   algorithm with the standard error over trials as error bars; missing results marked X.
 - `curves_<dataset>.png`: mean `out` accuracy of the training environments against the step,
   per algorithm, averaged over the finished single-test-env runs (shaded: standard error).
+
+Runs with weight-average accuracies also plot "<algorithm> + SWA" (`runs.with_swa_runs`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from dgalign.report.runs import Run
+from dgalign.report.runs import SWA_SUFFIX, Run, with_swa_runs
 from dgalign.report.tables import Table
 from dgalign.selection import n_envs
 from dgalign.sweep.state import JobState
@@ -79,8 +81,10 @@ def curve_points(runs: list[Run], dataset: str) -> dict[str, dict[int, list[floa
 def training_curves(
     runs: list[Run], dataset: str, algorithms: list[str], path: Path
 ) -> Path | None:
-    """Training curves of one dataset; None when no finished run has records."""
-    points = curve_points(runs, dataset)
+    """Training curves of one dataset; None when no finished run has records. "X + SWA" is
+    drawn right after X when its runs have weight-average accuracies."""
+    points = curve_points(with_swa_runs(runs), dataset)
+    algorithms = [n for a in algorithms for n in (a, a + SWA_SUFFIX) if not a.endswith(SWA_SUFFIX)]
     if not points:
         return None
     plt = _pyplot()

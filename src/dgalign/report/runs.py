@@ -4,12 +4,19 @@ Reads dgalign's run directories and DomainBed's alike (both keep one JSON record
 `results.jsonl`, with the run's `args` in every record, and write `done` last). By default
 only finished runs contribute records, so a half-trained run never looks like a result;
 DomainBed's `collect_results` reads unfinished runs too (`include_incomplete=True`).
+
+Runs trained with `dgalign train --swa` also evaluate the weight average at every checkpoint
+(`swa_env{i}_in_acc`, `swa_env{i}_out_acc`). `with_swa_runs` adds, for every (dataset,
+algorithm) whose records have them, a twin of each of its runs named "<algorithm> + SWA" whose
+records hold the averaged model's accuracies under the `env*` keys, so model selection, tables
+and plots treat the average as one more algorithm.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,8 @@ from dgalign.sweep.state import JobState, run_state
 logger = logging.getLogger(__name__)
 Record = dict[str, Any]
 RunKey = tuple[str, str, int, tuple[int, ...], int]  # dataset, algorithm, trial, test envs, hp
+SWA_SUFFIX = " + SWA"  # the algorithm name of a run's weight average
+_ENV_ACC = re.compile(r"env\d+_(in|out)_acc")
 
 
 @dataclass
@@ -31,6 +40,7 @@ class Run:
     state: JobState
     records: list[Record] = field(default_factory=list)
     bad_lines: int = 0
+    swa_twin: bool = False  # the "<algorithm> + SWA" view of a run (`with_swa_runs`)
 
     @property
     def key(self) -> RunKey | None:
@@ -119,6 +129,51 @@ def report_records(runs: list[Run], include_incomplete: bool = False) -> list[Re
     ]
 
 
+def swa_record(record: Record) -> Record | None:
+    """`record` as the weight average's record: the `swa_env*` accuracies under the `env*` keys
+    and " + SWA" appended to `args.algorithm`; None unless every `env*` accuracy has its
+    `swa_` counterpart."""
+    accs = [k for k in record if _ENV_ACC.fullmatch(k)]
+    if not accs or any(f"swa_{k}" not in record for k in accs):
+        return None
+    twin = {
+        k: v
+        for k, v in record.items()
+        if not _ENV_ACC.fullmatch(k) and not (k.startswith("swa_") and _ENV_ACC.fullmatch(k[4:]))
+    }
+    twin.update({k: record[f"swa_{k}"] for k in accs})
+    twin["args"] = {**record["args"], "algorithm": record["args"]["algorithm"] + SWA_SUFFIX}
+    return twin
+
+
+def with_swa_runs(runs: list[Run]) -> list[Run]:
+    """`runs` and, for each (dataset, algorithm) with weight-average accuracies in any record,
+    the "<algorithm> + SWA" twin of each of its runs (finished or not, so notes on missing jobs
+    apply to both rows); a twin holds the records that have them. Twins already in `runs` are
+    replaced, so calling this twice changes nothing."""
+    runs = [r for r in runs if not r.swa_twin]
+    twins: dict[int, list[Record]] = {}
+    with_swa: set[tuple[str, str]] = set()
+    for i, run in enumerate(runs):
+        if run.key is None:
+            continue
+        twins[i] = [t for r in run.records if (t := swa_record(r)) is not None]
+        if twins[i]:
+            with_swa.add(run.key[:2])
+    extra = [
+        Run(
+            run.path,
+            {**run.args, "algorithm": run.key[1] + SWA_SUFFIX},
+            run.state,
+            twins[i],
+            swa_twin=True,
+        )
+        for i, run in enumerate(runs)
+        if run.key is not None and run.key[:2] in with_swa
+    ]
+    return runs + extra
+
+
 def order_names(seen: list[str], known: list[str]) -> list[str]:
     """Names in `known` order first, then the others sorted."""
     present = set(seen)
@@ -134,7 +189,12 @@ def dataset_names(runs: list[Run]) -> list[str]:
 def algorithm_names(runs: list[Run]) -> list[str]:
     from dgalign import algorithms
 
-    return order_names([r.args["algorithm"] for r in runs if r.key], algorithms.names())
+    names = order_names(
+        [r.key[1].removesuffix(SWA_SUFFIX) for r in runs if r.key], algorithms.names()
+    )
+    present = {r.key[1] for r in runs if r.key}
+    # each "X + SWA" right after X
+    return [n for name in names for n in (name, name + SWA_SUFFIX) if n in present]
 
 
 # Environment names of DomainBed's datasets dgalign does not register (yet), for the columns.
@@ -160,6 +220,6 @@ def environment_names(dataset: str, runs: list[Run]) -> list[str]:
     for run in runs:
         if run.key and run.key[0] == dataset:
             for record in run.records[:1]:
-                count = max(count, sum(1 for k in record if k.endswith("_out_acc")))
+                count = max(count, sum(1 for k in record if re.fullmatch(r"env\d+_out_acc", k)))
             count = max(count, max(run.key[3], default=-1) + 1)
     return [f"env{i}" for i in range(count)]

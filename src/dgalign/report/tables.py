@@ -6,6 +6,8 @@ average of the means (X if any is missing). Averages: per algorithm and dataset,
 trials of each trial's mean over the test envs it has, then the average over datasets. Every
 number equals DomainBed's `collect_results`; a cell that is X, or computed from fewer runs
 than the sweep holds, carries a note listing the jobs that are not done and their state.
+Runs with weight-average accuracies (`dgalign train --swa`) add an "<algorithm> + SWA" row
+after the algorithm's (`runs.with_swa_runs`), selected by the same method on those accuracies.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dgalign.report.runs import (
     dataset_names,
     environment_names,
     report_records,
+    with_swa_runs,
 )
 from dgalign.selection import (
     GroupKey,
@@ -111,6 +114,7 @@ class TableBuilder:
     def __init__(
         self, runs: list[Run], method: type[SelectionMethod], include_incomplete: bool = False
     ) -> None:
+        runs = with_swa_runs(runs)
         self.runs = runs
         self.method = method
         self.index = _Index(runs)

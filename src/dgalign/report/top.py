@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dgalign.errors import ConfigError
-from dgalign.report.runs import Run, environment_names, report_records
+from dgalign.report.runs import Run, environment_names, report_records, with_swa_runs
 from dgalign.selection import SelectionMethod, group_records
 
 
@@ -43,7 +43,9 @@ def top_hparams(
     env: int,
     include_incomplete: bool = False,
 ) -> dict[int, list[Ranked]]:
-    """Per trial seed, the ranked configurations, best first."""
+    """Per trial seed, the ranked configurations, best first. `algorithm` may be "X + SWA" for
+    the weight average of X's runs."""
+    runs = with_swa_runs(runs)
     known = sorted({(r.key[0], r.key[1]) for r in runs if r.key})
     if (dataset, algorithm) not in known:
         pairs = ", ".join(f"{d}/{a}" for d, a in known) or "none"
