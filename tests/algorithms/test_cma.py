@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from torch.autograd.functional import hessian, jacobian
+from tests.curvature.helpers import explicit, make_domains, ref_logits
 
 from dgalign import algorithms
 from dgalign.algorithms.cma import (
@@ -16,45 +16,18 @@ from dgalign.algorithms.cma import (
     full_hessian_bytes,
     hessian_gram,
 )
-from dgalign.algorithms.hessian import head_loss
 from dgalign.errors import ConfigError
 from dgalign.hparams import default_hparams, random_hparams
 
 MODES = ("full", "gram", "diag")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def make_sets(c: int, d: int, ns: tuple[int, ...], seed: int = 0):
-    """Head W [C, d+1] (bias last) and per-domain (z, logits, y), float64, logits with a graph
-    to z."""
-    g = torch.Generator().manual_seed(seed)
-    w = 0.7 * torch.randn(c, d + 1, generator=g, dtype=torch.float64)
-    zs, logits, ys = [], [], []
-    for e, n in enumerate(ns):
-        z = (torch.randn(n, d, generator=g, dtype=torch.float64) + 0.5 * e).requires_grad_()
-        zs.append(z)
-        logits.append(z @ w[:, :-1].T + w[:, -1])
-        hi = 2 if c == 1 else c
-        y = torch.randint(0, hi, (n,), generator=g)
-        ys.append(y.double() if c == 1 else y)
-    return w, zs, logits, ys
-
-
-def explicit(w, z, y):
-    c = w.shape[0]
-
-    def loss(theta):
-        m = theta.reshape(c, -1)
-        return head_loss(z.detach() @ m[:, :-1].T + m[:, -1], y)
-
-    return jacobian(loss, w.reshape(-1)), hessian(loss, w.reshape(-1))
+    """Head W [C, d+1] (bias last) and per-domain (z, logits, y), float64, z shifted by 0.5 per
+    domain and requiring grad, logits with a graph to z."""
+    w, zs, ys = make_domains(c, d, ns, seed, shift=0.5)
+    zs = [z.requires_grad_() for z in zs]
+    return w, zs, [ref_logits(w, z) for z in zs], ys
 
 
 @pytest.mark.parametrize("c", [1, 2, 4])

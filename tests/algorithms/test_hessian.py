@@ -9,13 +9,12 @@ import math
 
 import pytest
 import torch
-from torch.autograd.functional import hessian, jacobian
+from tests.curvature.helpers import explicit, make_domains, split_params
 
 from dgalign import algorithms
 from dgalign.algorithms.hessian import (
     alignment_penalties,
     exact_diag_terms,
-    head_loss,
     hgp_terms,
     hutchinson_terms,
     probe_variance,
@@ -26,31 +25,10 @@ from dgalign.hparams import default_hparams, random_hparams
 NAMES = ("HGP", "Hutchinson", "HessianDiag")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool contention on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def make_head(c: int, d: int, ns: tuple[int, ...], seed: int = 0):
-    """Head matrix W [C, d+1] (bias last), per-domain features (shifted) and labels; float64."""
-    g = torch.Generator().manual_seed(seed)
-    w = 0.7 * torch.randn(c, d + 1, generator=g, dtype=torch.float64)
-    zs, ys = [], []
-    for e, n in enumerate(ns):
-        zs.append(torch.randn(n, d, generator=g, dtype=torch.float64) + 0.4 * e)
-        if c == 1:
-            ys.append(torch.randint(0, 2, (n,), generator=g).double())
-        else:
-            ys.append(torch.randint(0, c, (n,), generator=g))
-    return w, zs, ys
-
-
-def head_params(w: torch.Tensor) -> list[torch.Tensor]:
-    return [w[:, :-1].clone().requires_grad_(), w[:, -1].clone().requires_grad_()]
+    """Head matrix W [C, d+1] (bias last), per-domain features (shifted by 0.4 per domain) and
+    labels; float64."""
+    return make_domains(c, d, ns, seed, shift=0.4)
 
 
 def logits_of(params, zs):
@@ -61,18 +39,6 @@ def to_wb(v: torch.Tensor, c: int) -> torch.Tensor:
     """A row-major [C, d+1] vector in the (weight, bias) flattening of the autograd terms."""
     m = v.reshape(c, -1)
     return torch.cat([m[:, :-1].reshape(-1), m[:, -1]])
-
-
-def explicit(w: torch.Tensor, z: torch.Tensor, y: torch.Tensor):
-    """Gradient and Hessian of the head loss w.r.t. vec(W) by torch.autograd.functional."""
-    c = w.shape[0]
-
-    def loss(theta: torch.Tensor) -> torch.Tensor:
-        m = theta.reshape(c, -1)
-        return head_loss(z @ m[:, :-1].T + m[:, -1], y)
-
-    theta = w.reshape(-1)
-    return jacobian(loss, theta), hessian(loss, theta)
 
 
 def explicit_penalties(w, zs, ys, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,29 +55,25 @@ def explicit_penalties(w, zs, ys, kind: str) -> tuple[torch.Tensor, torch.Tensor
 
 
 @pytest.mark.parametrize("c", [1, 3])
-def test_hgp_matches_explicit_hessian_times_gradient(c):
-    w, zs, ys = make_head(c, 4, (6, 9))
-    params = head_params(w)
-    terms = hgp_terms(params, logits_of(params, zs), ys, detach_mean=True)
-    for z, y, t, g in zip(zs, ys, terms.hess, terms.grad, strict=True):
-        grad, hess = explicit(w, z, y)
-        torch.testing.assert_close(g, to_wb(grad, c))
-        torch.testing.assert_close(t, to_wb(hess @ grad, c))
+@pytest.mark.parametrize(("kind", "seed"), [("hgp", 0), ("diag", 1)])
+def test_terms_and_penalties_match_explicit_hessians(c, kind, seed):
+    """Per-domain HGP terms (H_e g_e and g_e) or exact Hessian diagonals, and both alignment
+    penalties, equal those from explicit autograd Hessians."""
+    w, zs, ys = make_head(c, 4, (6, 9), seed=seed)
+    params = split_params(w)
+    logits = logits_of(params, zs)
+    if kind == "hgp":
+        terms = hgp_terms(params, logits, ys, detach_mean=True)
+        for z, y, t, g in zip(zs, ys, terms.hess, terms.grad, strict=True):
+            grad, hess = explicit(w, z, y)
+            torch.testing.assert_close(g, to_wb(grad, c))
+            torch.testing.assert_close(t, to_wb(hess @ grad, c))
+    else:
+        terms = exact_diag_terms(zs, logits, ys, detach_mean=True)
+        for z, y, t in zip(zs, ys, terms.hess, strict=True):
+            torch.testing.assert_close(t.reshape(-1), torch.diagonal(explicit(w, z, y)[1]))
     got = alignment_penalties(terms)
-    want = explicit_penalties(w, zs, ys, "hgp")
-    torch.testing.assert_close(got["hess_penalty"], want[0])
-    torch.testing.assert_close(got["grad_penalty"], want[1])
-
-
-@pytest.mark.parametrize("c", [1, 3])
-def test_exact_diagonal_matches_explicit_hessian(c):
-    w, zs, ys = make_head(c, 4, (6, 9), seed=1)
-    params = head_params(w)
-    terms = exact_diag_terms(zs, logits_of(params, zs), ys, detach_mean=True)
-    for z, y, t in zip(zs, ys, terms.hess, strict=True):
-        torch.testing.assert_close(t.reshape(-1), torch.diagonal(explicit(w, z, y)[1]))
-    got = alignment_penalties(terms)
-    want = explicit_penalties(w, zs, ys, "diag")
+    want = explicit_penalties(w, zs, ys, kind)
     torch.testing.assert_close(got["hess_penalty"], want[0])
     torch.testing.assert_close(got["grad_penalty"], want[1])
 
@@ -119,7 +81,7 @@ def test_exact_diagonal_matches_explicit_hessian(c):
 @pytest.mark.parametrize("c", [1, 3])
 def test_hutchinson_with_many_probes_approaches_the_exact_diagonal(c):
     w, zs, ys = make_head(c, 3, (8, 8), seed=2)
-    params = head_params(w)
+    params = split_params(w)
     torch.manual_seed(0)
     terms = hutchinson_terms(params, logits_of(params, zs), ys, 20000, detach_mean=True)
     got = alignment_penalties(terms)
@@ -137,7 +99,7 @@ def test_expected_probes_is_the_mean_of_hutchinson_penalty(c, share, detach):
     m, reps = 2, 400
     w, zs, ys = make_head(c, 2, (5, 7), seed=3)
     zs = [z.requires_grad_() for z in zs]
-    params = head_params(w)
+    params = split_params(w)
     logits = logits_of(params, zs)
     torch.manual_seed(1)
     values, grads = [], []
@@ -160,7 +122,7 @@ def test_expected_probes_is_the_mean_of_hutchinson_penalty(c, share, detach):
 def test_probe_variance_with_independent_probes_is_the_offdiagonal_mass():
     """Independent probes: red_e (1/m) (||off H_e||^2 + ||off Hbar||^2), from explicit H."""
     w, zs, ys = make_head(3, 3, (4, 6), seed=4)
-    logits = logits_of(head_params(w), zs)
+    logits = logits_of(split_params(w), zs)
 
     def off(h):
         return h.square().sum() - torch.diagonal(h).square().sum()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.curvature.helpers import CS, DS, make_case, ref_hessian, split_loss, split_params
 from torch import nn
 
 from dgalign.curvature import (
@@ -16,42 +17,7 @@ from dgalign.curvature import (
     per_sample_grads,
 )
 
-CS = (1, 2, 7)
-DS = (1, 5, 16)
 TOL = {"rtol": 1e-10, "atol": 1e-12}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool contention on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def make_case(c: int, d: int, n: int, seed: int):
-    """Head W [C, d+1] (random bias column), features z [n, d], labels; float64."""
-    g = torch.Generator().manual_seed(seed)
-    w = 0.5 * torch.randn(c, d + 1, generator=g, dtype=torch.float64)
-    z = torch.randn(n, d, generator=g, dtype=torch.float64)
-    if c == 1:
-        y = torch.randint(0, 2, (n,), generator=g).double()
-    else:
-        y = torch.randint(0, c, (n,), generator=g)
-    return w, z, y
-
-
-def loss_of(w: torch.Tensor, b: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits = z @ w.T + b
-    if w.shape[0] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y)
-    return F.cross_entropy(logits, y)
-
-
-def split_params(w: torch.Tensor) -> list[torch.Tensor]:
-    """Weight [C, d] and bias [C] as separate leaves (two parameter tensors)."""
-    return [w[:, :-1].clone().requires_grad_(), w[:, -1].clone().requires_grad_()]
 
 
 def flat(parts) -> torch.Tensor:
@@ -59,20 +25,12 @@ def flat(parts) -> torch.Tensor:
     return torch.cat([parts[0], parts[1][:, None]], 1).reshape(-1)
 
 
-def ref_hessian(w, z, y, create_graph=False):
-    def f(v):
-        m = v.view_as(w)
-        return loss_of(m[:, :-1], m[:, -1], z, y)
-
-    return torch.autograd.functional.hessian(f, w.reshape(-1), create_graph=create_graph)
-
-
 @pytest.mark.parametrize("c", CS)
 @pytest.mark.parametrize("d", DS)
 def test_hvp_and_hgp_match_explicit_hessian(c, d):
     w, z, y = make_case(c, d, 10, seed=c * 31 + d)
     params = split_params(w)
-    loss = loss_of(*params, z, y)
+    loss = split_loss(*params, z, y)
     h = ref_hessian(w, z, y)
     v = [torch.randn_like(p) for p in params]
     torch.testing.assert_close(flat(hessian_vector_product(loss, params, v)), h @ flat(v), **TOL)
@@ -90,7 +48,7 @@ def test_hvp_and_hgp_match_explicit_hessian(c, d):
 def test_without_graph_results_are_detached_and_loss_stays_usable():
     w, z, y = make_case(3, 4, 8, seed=1)
     params = split_params(w)
-    loss = loss_of(*params, z, y)
+    loss = split_loss(*params, z, y)
     hg, g = hessian_gradient_product(loss, params, create_graph=False)
     hv = hessian_vector_product(loss, params, [torch.ones_like(p) for p in params], False)
     diag = hutchinson_diag(loss, params, 8, create_graph=False)
@@ -108,7 +66,7 @@ def test_hvp_and_hgp_gradients_flow_to_features(c):
 
     z = z0.clone().requires_grad_()
     params = split_params(w)
-    loss = loss_of(*params, z, y)
+    loss = split_loss(*params, z, y)
     hg, _ = hessian_gradient_product(loss, params)
     ours = flat(hessian_vector_product(loss, params, v)).square().sum() + flat(hg).square().sum()
     (dz,) = torch.autograd.grad(ours, z)
@@ -116,7 +74,7 @@ def test_hvp_and_hgp_gradients_flow_to_features(c):
     zr = z0.clone().requires_grad_()
     h = ref_hessian(w, zr, y, create_graph=True)
     pr = split_params(w)
-    g = flat(torch.autograd.grad(loss_of(*pr, zr, y), pr, create_graph=True))
+    g = flat(torch.autograd.grad(split_loss(*pr, zr, y), pr, create_graph=True))
     ref = (h @ r).square().sum() + (h @ g).square().sum()
     (dz_ref,) = torch.autograd.grad(ref, zr)
     torch.testing.assert_close(dz, dz_ref, **TOL)
@@ -126,7 +84,7 @@ def _setup(seed=0, c=3, d=4, n=12):
     w, z, y = make_case(c, d, n, seed)
     params = split_params(w)
     h = ref_hessian(w, z, y)
-    return loss_of(*params, z, y), params, h
+    return split_loss(*params, z, y), params, h
 
 
 def test_hutchinson_is_unbiased():
@@ -201,7 +159,8 @@ def test_hutchinson_gradient_flows_to_features():
 
     def penalty(z):
         params = split_params(w)
-        est = hutchinson_diag(loss_of(*params, z, y), params, 16, torch.Generator().manual_seed(9))
+        loss = split_loss(*params, z, y)
+        est = hutchinson_diag(loss, params, 16, torch.Generator().manual_seed(9))
         return (flat(est) * weights.reshape(-1)).sum()
 
     z = z0.clone().requires_grad_()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from tests.curvature.helpers import CS, DS, make_case, ref_hessian, ref_logits
 
 from dgalign.curvature import (
     head_hessian,
@@ -16,43 +16,12 @@ from dgalign.curvature import (
 )
 from dgalign.curvature.gram import FULL_MAX_ELEMENTS, _choose
 
-CS = (1, 2, 7)
-DS = (1, 5, 16)
 TOL = {"rtol": 1e-9, "atol": 1e-12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool contention on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def make_set(c: int, d: int, n: int, seed: int, dtype: torch.dtype = torch.float64):
-    """A random head W [C, d+1] (random bias column) and features z [n, d]."""
-    g = torch.Generator().manual_seed(seed)
-    return 0.5 * torch.randn(c, d + 1, generator=g, dtype=dtype), torch.randn(
-        n, d, generator=g, dtype=dtype
-    )
-
-
-def ref_logits(w, z):
-    return z @ w[:, :-1].T + w[:, -1]
-
-
-def ref_hessian(w, z, create_graph=False):
-    """Autograd Hessian of the mean CE (BCE for one logit) w.r.t. the flattened W."""
-    y = torch.zeros(z.shape[0], dtype=torch.long)
-
-    def f(flat):
-        logits = ref_logits(flat.view_as(w), z)
-        if w.shape[0] == 1:
-            return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(z.dtype))
-        return F.cross_entropy(logits, y)
-
-    return torch.autograd.functional.hessian(f, w.reshape(-1), create_graph=create_graph)
+def make_set(c: int, d: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random head W [C, d+1] (random bias column) and features z [n, d]; float64."""
+    return make_case(c, d, n, seed)[:2]
 
 
 def offdiag_sq(h):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.curvature.helpers import CS, DS, make_case, ref_hessian, ref_logits, ref_loss
 
 from dgalign.curvature import (
     head_gradient,
@@ -15,51 +15,7 @@ from dgalign.curvature import (
     head_per_sample_gradients,
 )
 
-CS = (1, 2, 7)
-DS = (1, 5, 16)
 TOL = {"rtol": 1e-10, "atol": 1e-12}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool contention on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def make_case(c: int, d: int, n: int, seed: int, dtype: torch.dtype = torch.float64):
-    """Random head W [C, d+1] (random bias column), features z [n, d] and labels."""
-    g = torch.Generator().manual_seed(seed)
-    w = 0.5 * torch.randn(c, d + 1, generator=g, dtype=dtype)
-    z = torch.randn(n, d, generator=g, dtype=dtype)
-    if c == 1:
-        y = torch.randint(0, 2, (n,), generator=g).to(dtype)
-    else:
-        y = torch.randint(0, c, (n,), generator=g)
-    return w, z, y
-
-
-def ref_logits(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    d = z.shape[1]
-    return z @ w[:, :d].T + w[:, d]
-
-
-def ref_loss(w: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits = ref_logits(w, z)
-    if w.shape[0] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y.reshape(-1).to(logits.dtype))
-    return F.cross_entropy(logits, y)
-
-
-def ref_hessian(w, z, y, create_graph=False) -> torch.Tensor:
-    """Autograd Hessian w.r.t. the row-major flattening of W."""
-
-    def f(flat):
-        return ref_loss(flat.view_as(w), z, y)
-
-    return torch.autograd.functional.hessian(f, w.reshape(-1), create_graph=create_graph)
 
 
 @pytest.mark.parametrize("c", CS)

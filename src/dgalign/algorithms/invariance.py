@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import autograd
+from torch import Tensor, autograd
 
 from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, sizes
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
@@ -27,69 +27,80 @@ def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return grad_1 * grad_2
 
 
-@register
-class IRM(AnnealedPenalty):
-    """min (1/E) sum_e [CE_e + lambda_t * d/ds CE_e^even(s) * d/ds CE_e^odd(s)] at s = 1, with
-    lambda_t = 1 before `irm_penalty_anneal_iters` steps and `irm_lambda` after."""
-
-    DESCRIPTION = "Invariant risk minimization (IRMv1 penalty on a dummy classifier scale)"
-    PAPER = "Arjovsky et al., 2019"
-    HPARAMS = (
-        HParam("irm_lambda", 1e2, log_uniform(-1, 5), "IRM penalty weight after annealing"),
+def annealed_hparams(prefix: str, weight: float, what: str) -> tuple[HParam, HParam]:
+    """`<prefix>_lambda` (default `weight`, weighing `what`) and `<prefix>_penalty_anneal_iters`."""
+    return (
+        HParam(f"{prefix}_lambda", weight, log_uniform(-1, 5), f"{what} weight after annealing"),
         HParam(
-            "irm_penalty_anneal_iters",
+            f"{prefix}_penalty_anneal_iters",
             500,
             int_log_uniform(10, 0, 4),
-            "steps with penalty weight 1 before irm_lambda (Adam is reset at the switch)",
+            f"steps with penalty weight 1 before {prefix}_lambda (Adam is reset at the switch)",
         ),
     )
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
-        weight = self.penalty_weight(
-            self.hparams["irm_penalty_anneal_iters"], self.hparams["irm_lambda"], 1.0
-        )
-        all_x, _ = concat(minibatches)
-        logits = self.network(all_x)
-        nll = torch.stack(domain_losses(logits, minibatches))
-        parts = logits.split(sizes(minibatches))
-        penalty = torch.stack(
-            [irm_penalty(lg, y) for lg, (_, y) in zip(parts, minibatches, strict=True)]
-        )
-        nll, penalty = nll.mean(), penalty.mean()
-        loss = nll + weight * penalty
-        self.step(loss)
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
 
+class RiskPenalty(AnnealedPenalty):
+    """Shared path of IRM and V-REx: min mean_e R_e + lambda_t * `penalty`, with lambda_t = 1
+    before `<PREFIX>_penalty_anneal_iters` steps and `<PREFIX>_lambda` after."""
 
-@register
-class VREx(AnnealedPenalty):
-    """min mean_e R_e + lambda_t * Var_e(R_e) (population variance of the domain risks), with
-    lambda_t = 1 before `vrex_penalty_anneal_iters` steps and `vrex_lambda` after."""
+    PREFIX: ClassVar[str] = ""
 
-    DESCRIPTION = "Risk extrapolation: penalise the variance of the domain risks"
-    PAPER = "Krueger et al., 2021"
-    HPARAMS = (
-        HParam("vrex_lambda", 1e1, log_uniform(-1, 5), "variance penalty weight after annealing"),
-        HParam(
-            "vrex_penalty_anneal_iters",
-            500,
-            int_log_uniform(10, 0, 4),
-            "steps with penalty weight 1 before vrex_lambda (Adam is reset at the switch)",
-        ),
-    )
+    def penalty(
+        self, logits: Tensor, minibatches: Minibatches, losses: Tensor, nll: Tensor
+    ) -> Tensor:
+        """The unweighted penalty from the pooled logits, the domain risks and their mean."""
+        raise NotImplementedError
 
     def update(self, minibatches: Minibatches) -> dict[str, float]:
         weight = self.penalty_weight(
-            self.hparams["vrex_penalty_anneal_iters"], self.hparams["vrex_lambda"], 1.0
+            self.hparams[f"{self.PREFIX}_penalty_anneal_iters"],
+            self.hparams[f"{self.PREFIX}_lambda"],
+            1.0,
         )
         all_x, _ = concat(minibatches)
         logits = self.network(all_x)
         losses = torch.stack(domain_losses(logits, minibatches))
         nll = losses.mean()
-        penalty = ((losses - nll) ** 2).mean()
+        penalty = self.penalty(logits, minibatches, losses, nll)
         loss = nll + weight * penalty
         self.step(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+
+
+@register
+class IRM(RiskPenalty):
+    """min (1/E) sum_e [CE_e + lambda_t * d/ds CE_e^even(s) * d/ds CE_e^odd(s)] at s = 1, with
+    lambda_t = 1 before `irm_penalty_anneal_iters` steps and `irm_lambda` after."""
+
+    DESCRIPTION = "Invariant risk minimization (IRMv1 penalty on a dummy classifier scale)"
+    PAPER = "Arjovsky et al., 2019"
+    PREFIX = "irm"
+    HPARAMS = annealed_hparams(PREFIX, 1e2, "IRM penalty")
+
+    def penalty(
+        self, logits: Tensor, minibatches: Minibatches, losses: Tensor, nll: Tensor
+    ) -> Tensor:
+        parts = logits.split(sizes(minibatches))
+        return torch.stack(
+            [irm_penalty(lg, y) for lg, (_, y) in zip(parts, minibatches, strict=True)]
+        ).mean()
+
+
+@register
+class VREx(RiskPenalty):
+    """min mean_e R_e + lambda_t * Var_e(R_e) (population variance of the domain risks), with
+    lambda_t = 1 before `vrex_penalty_anneal_iters` steps and `vrex_lambda` after."""
+
+    DESCRIPTION = "Risk extrapolation: penalise the variance of the domain risks"
+    PAPER = "Krueger et al., 2021"
+    PREFIX = "vrex"
+    HPARAMS = annealed_hparams(PREFIX, 1e1, "variance penalty")
+
+    def penalty(
+        self, logits: Tensor, minibatches: Minibatches, losses: Tensor, nll: Tensor
+    ) -> Tensor:
+        return ((losses - nll) ** 2).mean()
 
 
 @register

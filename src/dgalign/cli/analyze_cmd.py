@@ -1,8 +1,8 @@
 """`dgalign analyze ...`: analyses of saved runs, each a subcommand writing PNGs (and a JSON of
 the numbers) into RUN_DIR/analysis/ (or --out) and printing the numbers behind them.
 
-To add an analysis, write `_add_<name>(sub)` registering its subparser and handler and append it
-to `ANALYSES`.
+To add an analysis, write `_add_<name>(sub)` registering its subparser and handler (`_common`
+adds the shared options and sets the handler) and append it to `ANALYSES`.
 """
 
 from __future__ import annotations
@@ -17,25 +17,33 @@ import numpy as np
 from dgalign.errors import ConfigError
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(
+    parser: argparse.ArgumentParser,
+    handler: Callable[[argparse.Namespace], int],
+    n_mix_help: str | None = None,
+) -> None:
+    """Add the options every analysis ends with and set its handler. With `n_mix_help` (the
+    analyses of losses on data and FGMix mixes) first --n-mix (default 1000) and --max-samples
+    (default 2000), then --out, --data-dir and --seed."""
+    if n_mix_help is not None:
+        parser.add_argument("--n-mix", type=int, default=1000, help=n_mix_help)
+        parser.add_argument(
+            "--max-samples",
+            type=int,
+            default=2000,
+            help="samples per environment (first rows of its `in` split; default 2000)",
+        )
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
     parser.add_argument(
         "--data-dir", default=None, help="data directory (default: the run's, else $DGALIGN_DATA)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of directions and mixes")
+    parser.set_defaults(handler=handler)
 
 
-def _max_samples(parser: argparse.ArgumentParser, default: int) -> None:
-    parser.add_argument(
-        "--max-samples",
-        type=int,
-        default=default,
-        help=f"samples per environment (first rows of its `in` split; default {default})",
-    )
-
-
-def _out_dir(args: argparse.Namespace, run_dir: str) -> Path:
-    base = Path(run_dir)
+def _out_dir(args: argparse.Namespace, spec: str) -> Path:
+    """The output folder: --out, else analysis/ beside the run of `spec` (without :swa)."""
+    base = Path(spec.split(":swa")[0])
     out = Path(args.out) if args.out else (base if base.is_dir() else base.parent) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -79,15 +87,7 @@ def _add_flatness(sub: argparse._SubParsersAction) -> None:
         help="loss on original data, or original + the run's FGMix mixes "
         "(auto: mixed for FGMix runs, as the paper)",
     )
-    p.add_argument(
-        "--n-mix",
-        type=int,
-        default=1000,
-        help="mixes for --data mixed (trained policy, also for RUN:swa)",
-    )
-    _max_samples(p, 2000)
-    _common(p)
-    p.set_defaults(handler=_run_flatness)
+    _common(p, _run_flatness, "mixes for --data mixed (trained policy, also for RUN:swa)")
 
 
 def _run_flatness(args: argparse.Namespace) -> int:
@@ -122,7 +122,7 @@ def _run_flatness(args: argparse.Namespace) -> int:
         )
     for result, label in zip(results, unique_labels([r.label for r in results]), strict=True):
         result.label = label
-    out = _out_dir(args, args.runs[0].split(":swa")[0])
+    out = _out_dir(args, args.runs[0])
     note = f"{args.directions} directions, {' / '.join(sorted(notes))}"
     png = plot_flatness(results, out / "flatness.png", args.directions, note)
     _write_json(
@@ -164,15 +164,7 @@ def _add_surface(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--grid", type=int, default=11, help="grid points per axis")
     p.add_argument("--margin", type=float, default=0.2, help="grid margin (fraction of span)")
-    p.add_argument(
-        "--n-mix",
-        type=int,
-        default=1000,
-        help="mixes of the loss with mixes (policy of the first FGMix W)",
-    )
-    _max_samples(p, 2000)
-    _common(p)
-    p.set_defaults(handler=_run_surface)
+    _common(p, _run_surface, "mixes of the loss with mixes (policy of the first FGMix W)")
 
 
 def _run_surface(args: argparse.Namespace) -> int:
@@ -209,12 +201,8 @@ def _run_surface(args: argparse.Namespace) -> int:
     paths = dict(load_path(spec, args.data_dir) for spec in args.path)
     model = sources[-1][1]
     surface = compute_surface(model, plane, objectives, points, paths, args.grid, args.margin)
-    out = _out_dir(
-        args,
-        next((w for w in args.weights if not w.startswith("init:")), args.weights[0]).split(":swa")[
-            0
-        ],
-    )
+    trained = [w for w in args.weights if not w.startswith("init:")]
+    out = _out_dir(args, (trained or args.weights)[0])
     test_env = data.test_envs[0]
     png = plot_surface(
         surface, out / "surface.png", f"{runs[0].args['dataset']}, test env {test_env}"
@@ -268,8 +256,7 @@ def _add_latent(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: t-SNE when scikit-learn is installed, else PCA",
     )
-    _common(p)
-    p.set_defaults(handler=_run_latent)
+    _common(p, _run_latent)
 
 
 def _run_latent(args: argparse.Namespace) -> int:
@@ -283,7 +270,7 @@ def _run_latent(args: argparse.Namespace) -> int:
     data = run_data(run, args.data_dir)
     latent = collect_codes(run, data, args.per_env, args.n_mix, args.seed)
     names = list(get_dataset_class(run.args["dataset"]).ENVIRONMENTS)
-    out = _out_dir(args, args.run.split(":swa")[0])
+    out = _out_dir(args, args.run)
     png, used = plot_latent(latent, names, out / "latent.png", args.embedding, args.seed)
     if used != "t-SNE":
         print("note: scikit-learn is not installed, so the embedding is PCA, not t-SNE")
