@@ -40,7 +40,7 @@ def _config(tmp_path, **kw):
     return ReproduceConfig(**args)
 
 
-def test_run_resume_report_and_transferability(tmp_path, fake_mnist, monkeypatch):
+def test_run_resume_report_and_transferability(tmp_path, fake_mnist, monkeypatch, capsys):
     root = run_reproduction(_config(tmp_path))
     for name in ("report.md", "summary.json", "fgsm.png", "dynamics.png", "dynamics_IRM.png"):
         assert (root / name).stat().st_size > 0
@@ -64,6 +64,20 @@ def test_run_resume_report_and_transferability(tmp_path, fake_mnist, monkeypatch
         == 0
     )
     assert (tmp_path / "fig4.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["reproduce", "cmnist-table", str(root), str(root), "--methods", "IRM"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| IRM")]
+    tests = [json.loads((root / "IRM" / f"restart{k}.json").read_text()) for k in (0, 1)]
+    test_acc = [100 * t["final"]["test_acc"] for t in tests]
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[1] == cells[6] == "2"
+    mean, std = (float(v) for v in cells[3].split("±"))
+    assert mean == pytest.approx(sum(test_acc) / 2, abs=0.051)
+    assert std == pytest.approx(abs(test_acc[0] - test_acc[1]) / 2, abs=0.051)
+    assert cells[5] == "65.6 ± 1.8"  # the paper's balanced IRM test accuracy
+    assert main(["reproduce", "cmnist-table", str(tmp_path), str(root)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no config.json" in err[0]
 
     calls = []
     real = cmnist_run.train_restarts

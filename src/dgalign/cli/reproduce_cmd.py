@@ -1,6 +1,7 @@
 """`dgalign reproduce cmnist`: the Hessian-alignment paper's Colored MNIST results (IRM protocol,
 Tables 2, 3, 5, 7, 8, Figs 3-5); `dgalign reproduce cmnist-fig4 BALANCED LABELSHIFT`: the
-Hessian distances of two finished runs side by side. See docs/reproduction.md."""
+Hessian distances of two finished runs side by side; `dgalign reproduce cmnist-table BALANCED
+LABELSHIFT`: their accuracies in one table beside the paper's. See docs/reproduction.md."""
 
 from __future__ import annotations
 
@@ -94,6 +95,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fig4.add_argument("--out", default=None, help="PNG path (default BALANCED/fig4.png)")
     fig4.add_argument("--methods", nargs="+", default=None, help="default: HGP Hutchinson")
     fig4.set_defaults(handler=run_fig4)
+    table = targets.add_parser(
+        "cmnist-table", help="accuracies of a balanced and a label-shift run in one table"
+    )
+    table.add_argument("balanced", help="run dir of `reproduce cmnist`")
+    table.add_argument("labelshift", help="run dir of `reproduce cmnist --label-shift`")
+    table.add_argument(
+        "--methods", nargs="+", default=None, metavar="M", help="default: main rows + ablations"
+    )
+    table.set_defaults(handler=run_table)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -143,4 +153,21 @@ def run_fig4(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.balanced) / "fig4.png"
     plot_fig4(Path(args.balanced), Path(args.labelshift), out, args.methods)
     print(out)
+    return 0
+
+
+def run_table(args: argparse.Namespace) -> int:
+    from dgalign.errors import RunDirError
+    from dgalign.experiments.cmnist_report import combined_table
+
+    for path in (args.balanced, args.labelshift):
+        if not (Path(path) / "config.json").is_file():
+            raise RunDirError(
+                f"{path} is not a `dgalign reproduce cmnist` run dir (no config.json)"
+            )
+    print(
+        combined_table(
+            Path(args.balanced), Path(args.labelshift), args.methods or [*METHODS, *ABLATIONS]
+        )
+    )
     return 0

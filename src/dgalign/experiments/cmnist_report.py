@@ -91,6 +91,44 @@ def accuracy_table(
     return "\n".join(lines), summary
 
 
+def _mean_pm(recs: list[dict], key: str) -> str:
+    """mean +- std of a final accuracy over restarts (%), the mean alone for one restart."""
+    mean, std = _stat([r["final"][key] for r in recs])
+    return _pm(mean, std) if len(recs) > 1 else f"{mean:.1f}"
+
+
+def combined_table(balanced: Path, labelshift: Path, methods: list[str]) -> str:
+    """One markdown table of two run dirs (balanced and label shift) beside the paper: per
+    method the restarts used and train / test accuracy (mean +- population std, %) of each
+    variant. Methods absent from a dir get "-". A QUICK dir is named in the header."""
+
+    def side(root: Path) -> tuple[dict[str, list[dict]], bool]:
+        quick = json.loads((root / "config.json").read_text()).get("quick", False)
+        return load_records(root, methods, 10**9), quick
+
+    (bal, q_bal), (shf, q_shf) = side(balanced), side(labelshift)
+    tag = {False: "", True: " (QUICK)"}
+    lines = [
+        f"| method | balanced{tag[q_bal]}: restarts | train | test | paper train | paper test "
+        f"| label shift{tag[q_shf]}: restarts | train | test | paper train | paper test |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in methods:
+        if name not in bal and name not in shf:
+            continue
+        cells = [name]
+        for recs, variant in ((bal.get(name), "balanced"), (shf.get(name), "labelshift")):
+            paper = PAPER[variant].get(name)
+            cells += (
+                [str(len(recs))] + [_mean_pm(recs, k) for k in ("train_acc", "test_acc")]
+                if recs
+                else ["0", "-", "-"]
+            )
+            cells += [_pm(paper[0], paper[1]), _pm(paper[2], paper[3])] if paper else ["-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def cost_table(records: dict[str, list[dict]]) -> tuple[str, dict]:
     """Median wall time per training step (whole batch of restarts) and ratio to ERM."""
     times = {n: float(np.median([r["step_time"] for r in recs])) for n, recs in records.items()}
