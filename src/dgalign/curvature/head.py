@@ -24,6 +24,11 @@ __all__ = [
 ]
 
 
+def _with_bias(weight_part: Tensor, bias_part: Tensor) -> Tensor:
+    """[A, b] for A [C, d] and b [C]: the head layout (bias last) without building [z, 1]."""
+    return torch.cat([weight_part, bias_part[:, None]], 1)
+
+
 def head_per_sample_gradients(z: Tensor, logits: Tensor, y: Tensor) -> Tensor:
     """Per-sample gradients g_i = (p_i - y_i) z~_i^T of l_i w.r.t. the head, shape [n, C, d+1]."""
     z, logits = check_z_logits(z, logits)
@@ -37,15 +42,15 @@ def head_gradient(z: Tensor, logits: Tensor, y: Tensor) -> Tensor:
     z, logits = check_z_logits(z, logits)
     n, c = logits.shape
     residual = probabilities(logits) - targets(y, n, c, logits.dtype)
-    return residual.T @ augment(z) / n
+    return _with_bias(residual.T @ z, residual.sum(0)) / n
 
 
 def head_hessian_diag(z: Tensor, logits: Tensor) -> Tensor:
     """Exact Hessian diagonal, shape [C, d+1]: (1/n) sum_i p_ic (1 - p_ic) z~_ij^2."""
     z, logits = check_z_logits(z, logits)
     p = probabilities(logits)
-    zt = augment(z)
-    return (p * (1 - p)).T @ (zt * zt) / z.shape[0]
+    s = p * (1 - p)
+    return _with_bias(s.T @ z.square(), s.sum(0)) / z.shape[0]
 
 
 def head_hessian(z: Tensor, logits: Tensor) -> Tensor:
@@ -59,9 +64,12 @@ def head_hessian(z: Tensor, logits: Tensor) -> Tensor:
     z, logits = check_z_logits(z, logits)
     n, c = logits.shape
     p = probabilities(logits)
+    if c == 1:  # [[Z^T S Z, Z^T s], [s^T Z, sum s]] without building Z~ = [Z, 1]
+        s = p * (1 - p)
+        zs = z * s
+        corner = torch.cat([zs.sum(0), s.sum(0)])[None, :]
+        return torch.cat([torch.cat([zs.T @ z, zs.sum(0)[:, None]], 1), corner], 0) / n
     zt = augment(z)
-    if c == 1:
-        return (zt * (p * (1 - p))).T @ zt / n
     blocks = (p.T[:, :, None] * zt[None, :, :]).transpose(1, 2) @ zt  # [C, d+1, d+1]
     q = (p[:, :, None] * zt[:, None, :]).reshape(n, -1)  # [n, C(d+1)]
     return (torch.block_diag(*blocks.unbind(0)) - q.T @ q) / n
