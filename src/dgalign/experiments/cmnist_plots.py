@@ -82,13 +82,14 @@ def write_plots(root: Path, records: dict[str, list[dict]], fgsm: dict, head: st
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for i, (name, recs) in enumerate(records.items()):
         _panels(axes, name, recs, colors[i % len(colors)], anneal, thin=False)
+    fig.suptitle(f"{head}: dynamics (mean over restarts)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.87, 1))
     fig.legend(
         *axes[1].get_legend_handles_labels(),
         loc="center left",
-        bbox_to_anchor=(1.0, 0.5),
+        bbox_to_anchor=(0.87, 0.5),
         fontsize=8,
     )
-    fig.suptitle(f"{head}: dynamics (mean over restarts)", fontsize=10)
     _save(fig, root / "dynamics.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
