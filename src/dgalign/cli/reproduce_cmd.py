@@ -54,7 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cm.add_argument(
         "--output-dir", default=None, help="default runs/reproduce-cmnist[-labelshift][-quick]"
     )
-    cm.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    cm.add_argument(
+        "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N"
+    )
     cm.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     cm.add_argument(
         "--dynamics-every",
@@ -109,6 +111,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace):
     """The `ReproduceConfig` described by the parsed arguments."""
     from dgalign.experiments.cmnist_run import ReproduceConfig, quick_config
+    from dgalign.train.loop import resolve_device
 
     methods = list(dict.fromkeys(args.methods + (list(ABLATIONS) if args.ablations else [])))
     out = args.output_dir or "runs/reproduce-cmnist" + ("-labelshift" if args.label_shift else "")
@@ -122,7 +125,7 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         data=data,
         mean=args.mean_term,
-        device=args.device,
+        device=str(resolve_device(args.device)),
         dtype=args.dtype,
         dynamics_every=args.dynamics_every,
         chunk=args.batch_restarts,
@@ -147,9 +150,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_run_dirs(*paths: str) -> None:
+    """RunDirError (one line) unless every path is a `dgalign reproduce cmnist` run dir."""
+    from dgalign.errors import RunDirError
+
+    for path in paths:
+        if not (Path(path) / "config.json").is_file():
+            raise RunDirError(
+                f"{path} is not a `dgalign reproduce cmnist` run dir (no config.json)"
+            )
+
+
 def run_fig4(args: argparse.Namespace) -> int:
     from dgalign.experiments.cmnist_report import plot_fig4
 
+    _require_run_dirs(args.balanced, args.labelshift)
     out = Path(args.out) if args.out else Path(args.balanced) / "fig4.png"
     plot_fig4(Path(args.balanced), Path(args.labelshift), out, args.methods)
     print(out)
@@ -157,14 +172,9 @@ def run_fig4(args: argparse.Namespace) -> int:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from dgalign.errors import RunDirError
     from dgalign.experiments.cmnist_report import combined_table
 
-    for path in (args.balanced, args.labelshift):
-        if not (Path(path) / "config.json").is_file():
-            raise RunDirError(
-                f"{path} is not a `dgalign reproduce cmnist` run dir (no config.json)"
-            )
+    _require_run_dirs(args.balanced, args.labelshift)
     print(
         combined_table(
             Path(args.balanced), Path(args.labelshift), args.methods or [*METHODS, *ABLATIONS]
