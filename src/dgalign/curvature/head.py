@@ -67,8 +67,9 @@ def head_hessian(z: Tensor, logits: Tensor) -> Tensor:
     if c == 1:  # [[Z^T S Z, Z^T s], [s^T Z, sum s]] without building Z~ = [Z, 1]
         s = p * (1 - p)
         zs = z * s
-        corner = torch.cat([zs.sum(0), s.sum(0)])[None, :]
-        return torch.cat([torch.cat([zs.T @ z, zs.sum(0)[:, None]], 1), corner], 0) / n
+        col = zs.sum(0)
+        corner = torch.cat([col, s.sum(0)])[None, :]
+        return torch.cat([torch.cat([zs.T @ z, col[:, None]], 1), corner], 0) / n
     zt = augment(z)
     blocks = (p.T[:, :, None] * zt[None, :, :]).transpose(1, 2) @ zt  # [C, d+1, d+1]
     q = (p[:, :, None] * zt[:, None, :]).reshape(n, -1)  # [n, C(d+1)]

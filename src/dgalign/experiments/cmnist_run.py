@@ -32,6 +32,7 @@ from dgalign.experiments.cmnist_data import DataConfig, RestartData, build_resta
 from dgalign.experiments.cmnist_model import init_restart
 from dgalign.experiments.cmnist_penalties import ABLATIONS, METHODS, Method
 from dgalign.experiments.cmnist_train import QUICK, Protocol, train_restarts
+from dgalign.train.loop import resolve_device
 from dgalign.utils.io import atomic_torch_save, atomic_write_json
 from dgalign.utils.seeding import seed_hash
 
@@ -106,8 +107,7 @@ def check_config(config: ReproduceConfig) -> None:
         raise ConfigError(f"--dynamics-every must be at least 1, got {config.dynamics_every}")
     if config.dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype must be float32 or float64, got {config.dtype!r}")
-    if str(config.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {config.device} asked for but no CUDA GPU is available")
+    resolve_device(str(config.device))  # ConfigError for a bad device or CUDA without a GPU
     config.data.validate()
 
 
