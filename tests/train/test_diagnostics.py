@@ -18,8 +18,13 @@ def _algorithm():
 def test_distances_match_the_explicit_hessians():
     algorithm = _algorithm()
     g = torch.Generator().manual_seed(1)
-    batches = [(torch.randn(10, 3, 28, 28, generator=g, dtype=torch.float64),
-                torch.randint(0, 2, (10,), generator=g)) for _ in range(3)]
+    batches = [
+        (
+            torch.randn(10, 3, 28, 28, generator=g, dtype=torch.float64),
+            torch.randint(0, 2, (10,), generator=g),
+        )
+        for _ in range(3)
+    ]
     out = curvature_diagnostics(algorithm, batches)
     hs, gs = [], []
     with torch.no_grad():

@@ -4,14 +4,13 @@ import json
 
 import pytest
 import torch
+from tests.train.helpers import strip_run_specific
 
 from dgalign.algorithms.erm import ERM
 from dgalign.algorithms.registry import _REGISTRY
 from dgalign.errors import ConfigError, RunDirError, TrainingDiverged
 from dgalign.train import RunConfig, run_training
 from dgalign.train.rundir import RunDirectory
-
-TIMING_FIELDS = {"step_time", "mem_gb"}
 
 
 def _config(tmp_path, fast_hparams, name="run", **kw):
@@ -28,16 +27,6 @@ def _config(tmp_path, fast_hparams, name="run", **kw):
     return RunConfig(**args)
 
 
-def _strip(records):
-    """Records without measured wall time and without the output dir (differs per run)."""
-    out = []
-    for r in records:
-        r = {k: v for k, v in r.items() if k not in TIMING_FIELDS}
-        r["args"] = {k: v for k, v in r["args"].items() if k != "output_dir"}
-        out.append(r)
-    return out
-
-
 def test_records_have_domainbed_fields(tmp_path, fast_hparams):
     result = run_training(_config(tmp_path, fast_hparams), progress=False)
     assert result.status == "completed"
@@ -45,8 +34,17 @@ def test_records_have_domainbed_fields(tmp_path, fast_hparams):
     records = rundir.read_records()
     assert [r["step"] for r in records] == [0, 5, 10, 15, 20, 24]
     for r in records:
-        for key in ("args", "hparams", "step", "epoch", "step_time", "mem_gb", "loss",
-                    "hess_dist", "grad_dist"):
+        for key in (
+            "args",
+            "hparams",
+            "step",
+            "epoch",
+            "step_time",
+            "mem_gb",
+            "loss",
+            "hess_dist",
+            "grad_dist",
+        ):
             assert key in r
         for i in range(3):
             assert 0.0 <= r[f"env{i}_in_acc"] <= 1.0 and 0.0 <= r[f"env{i}_out_acc"] <= 1.0
@@ -60,9 +58,9 @@ def test_records_have_domainbed_fields(tmp_path, fast_hparams):
 def test_same_arguments_give_identical_records(tmp_path, fast_hparams):
     a = run_training(_config(tmp_path, fast_hparams, "a"), progress=False).records
     b = run_training(_config(tmp_path, fast_hparams, "b"), progress=False).records
-    assert _strip(a) == _strip(b)
+    assert strip_run_specific(a) == strip_run_specific(b)
     c = run_training(_config(tmp_path, fast_hparams, "c", seed=1), progress=False).records
-    assert _strip(a) != _strip(c)
+    assert strip_run_specific(a) != strip_run_specific(c)
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tmp_path, fast_hparams, monkeypatch):
@@ -86,7 +84,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path, fast_hparams, mon
     assert rundir.checkpoint.exists() and not rundir.is_done()
     monkeypatch.setattr(ERM, "update", original)
     resumed = run_training(config, progress=False).records
-    assert _strip(resumed) == _strip(full)
+    assert strip_run_specific(resumed) == strip_run_specific(full)
     assert "resuming" in rundir.out.read_text()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.train.helpers import strip_run_specific
 from torch import nn
 
 from dgalign.algorithms.erm import ERM
@@ -13,8 +14,6 @@ from dgalign.errors import RunDirError
 from dgalign.train import RunConfig, run_training
 from dgalign.train.rundir import RunDirectory
 from dgalign.train.swa import WeightAverage, has_batchnorm, recompute_batchnorm
-
-TIMING_FIELDS = {"step_time", "mem_gb"}
 
 
 class TinyBN(nn.Module):
@@ -100,15 +99,6 @@ def _config(tmp_path, fast_hparams, name, **kw):
     return RunConfig(**args)
 
 
-def _strip(records):
-    out = []
-    for r in records:
-        r = {k: v for k, v in r.items() if k not in TIMING_FIELDS}
-        r["args"] = {k: v for k, v in r["args"].items() if k != "output_dir"}
-        out.append(r)
-    return out
-
-
 def test_swa_run_records_saves_and_resumes_exactly(tmp_path, fast_hparams, monkeypatch):
     full = run_training(_config(tmp_path, fast_hparams, "full"), progress=False).records
     for record in full:
@@ -136,7 +126,7 @@ def test_swa_run_records_saves_and_resumes_exactly(tmp_path, fast_hparams, monke
         run_training(config, progress=False)
     monkeypatch.setattr(ERM, "update", original)
     resumed = run_training(config, progress=False).records
-    assert _strip(resumed) == _strip(full)
+    assert strip_run_specific(resumed) == strip_run_specific(full)
     again = torch.load(tmp_path / "resumed" / "model_swa.pt", weights_only=True)
     for key, value in swa["model_dict"].items():
         assert torch.equal(value, again["model_dict"][key]), key
