@@ -1,6 +1,21 @@
-"""Shared fixtures: a fast run configuration on Debug28."""
+"""Shared fixtures: a fast run configuration on Debug28; one thread count for every test.
+
+Floating-point results depend on the summation order, and BLAS picks its blocking by the number
+of threads. So the whole suite, and every process it starts (through OMP_NUM_THREADS /
+MKL_NUM_THREADS, inherited), runs with the same two intra-op threads on any machine: a
+comparison that passes here passes on a 64-core CI runner too. Tolerances of float comparisons
+are set from the dtype and the problem size, never tuned to one machine's rounding.
+"""
+
+import os
 
 import pytest
+import torch
+
+TEST_THREADS = 2
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = str(TEST_THREADS)
+torch.set_num_threads(TEST_THREADS)
 
 # A small MLP makes Debug28 runs take a fraction of a second per checkpoint.
 FAST_HPARAMS = '{"backbone": "mlp", "mlp_width": 32, "batch_size": 16}'

@@ -1,13 +1,13 @@
 """FGSM stays within eps and [0, 1]; the transferability attack stays inside the delta ball."""
 
-import argparse
 import json
 
 import pytest
 import torch
 from torch import nn
 
-from dgalign.analysis.transferability import attack_head, project_, run_transferability
+from dgalign.analysis.transferability import attack_head, project_
+from dgalign.cli import main
 from dgalign.experiments import cmnist_model as M
 from dgalign.experiments.cmnist_penalties import bce
 from dgalign.experiments.cmnist_train import accuracy
@@ -110,18 +110,25 @@ def test_transferability_on_a_domainbed_run_dir(tmp_path, fast_hparams, capsys):
         checkpoint_freq=3,
     )
     run_training(config, progress=False)
-    args = argparse.Namespace(
-        run_dir=str(run_dir),
-        deltas=[0.0, 0.5],
-        rounds=2,
-        steps=5,
-        step_frac=0.2,
-        max_samples=0,
-        data_dir=None,
-        out=None,
+    code = main(
+        [
+            "analyze",
+            "transferability",
+            str(run_dir),
+            "--deltas",
+            "0",
+            "0.5",
+            "--rounds",
+            "2",
+            "--steps",
+            "5",
+            "--max-samples",
+            "0",
+        ]
     )
-    assert run_transferability(args) == 0
+    assert code == 0
     result = json.loads((run_dir / "transferability.json").read_text())
     assert result["deltas"] == [0.0, 0.5]
     assert len(result["ERM (env2)"]["mean"]) == 2
     assert (run_dir / "transferability.png").stat().st_size > 0
+    assert "ERM (env2), ||theta*||" in capsys.readouterr().out

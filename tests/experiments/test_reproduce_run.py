@@ -1,12 +1,10 @@
 """`dgalign reproduce cmnist` end to end on synthetic MNIST: files, resume, QUICK labels."""
 
-import argparse
 import json
 
 import pytest
 import torch
 
-from dgalign.analysis.transferability import run_transferability
 from dgalign.cli import build_parser, main
 from dgalign.cli.reproduce_cmd import config_from_args
 from dgalign.errors import RunDirError
@@ -93,17 +91,9 @@ def test_run_resume_report_and_transferability(tmp_path, fake_mnist, monkeypatch
     with pytest.raises(RunDirError, match="other settings"):
         run_reproduction(_config(tmp_path, seed=1))
 
-    args = argparse.Namespace(
-        run_dir=str(root / "IRM"),
-        deltas=[0.0, 0.2],
-        rounds=1,
-        steps=3,
-        step_frac=0.2,
-        max_samples=0,
-        data_dir=None,
-        out=str(tmp_path),
-    )
-    assert run_transferability(args) == 0
+    argv = ["analyze", "transferability", str(root / "IRM"), "--deltas", "0", "0.2"]
+    argv += ["--rounds", "1", "--steps", "3", "--max-samples", "0", "--out", str(tmp_path)]
+    assert main(argv) == 0
     result = json.loads((tmp_path / "transferability.json").read_text())
     assert result["IRM (test)"]["runs"] == 3
 

@@ -108,6 +108,12 @@ def out_lines(run_dir: Path, prefix: str) -> int:
     return sum(1 for line in text.splitlines() if line.startswith(prefix))
 
 
+def read_records(run_dir: Path) -> list[dict]:
+    """The records of a run's results.jsonl."""
+    text = (Path(run_dir) / "results.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
@@ -124,14 +130,21 @@ def kit() -> SimpleNamespace:
         kill_mid_run=kill_mid_run,
         out_lines=out_lines,
         read_json=read_json,
+        read_records=read_records,
     )
 
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A local Ray instance shared by the Ray tests (2 CPUs), shut down at the end."""
+    """A local Ray instance shared by the Ray tests (2 CPUs, listening on 127.0.0.1 only, no
+    dashboard), shut down at the end."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
     yield ray
     ray.shutdown()

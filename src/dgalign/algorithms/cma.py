@@ -1,4 +1,4 @@
-"""CMA: closed-form moment alignment of head gradients and Hessians (PROTOCOLS.md section 3).
+"""CMA: closed-form moment alignment of head gradients and Hessians (docs/protocols.md section 3).
 
 Linear head with the bias folded in as a constant feature (our curvature functions put the 1
 last, z~ = [z, 1]; every norm below is the same). For K domains with n_e samples each:
@@ -108,7 +108,7 @@ class CMA(HeadAlignment):
     grad_alpha (1/K) sum_e ||G_e - Gbar||^2 + hess_beta (1/K) sum_e ||H_e - Hbar||_F^2 on the
     linear head, after `penalty_anneal_iters` steps; nothing detached.
 
-    Defaults and ranges are the CMA authors' DomainBed code (PROTOCOLS.md section 3): weights
+    Defaults and ranges are the CMA authors' DomainBed code (docs/protocols.md section 3): weights
     5000 / 1000, 10^U(1,4) each, anneal steps int(10^U(2,4)), lr 5e-5 (1e-3 on ColoredMNIST).
     The default number of anneal steps is not recorded there: 1500 (DomainBed's Fishr default,
     inside the range)."""

@@ -17,7 +17,7 @@ gives r_j (H r)_j = H_jj + sum_{l != j} H_jl r_j r_l; the products r_j r_l (l !=
 uncorrelated with mean 0, so entry j has variance sum_{l != j} H_jl^2 and the mean of m
 probes has total variance (1/m) ||offdiag H||_F^2. Hence, for one domain term,
     independent probes for e and for the mean (the authors' code draws fresh probes on every
-    estimate; PROTOCOLS.md section 6 uses the same expectation):
+    estimate):
         E ||Dh_e - Dh_bar||^2 = ||D_e - D_bar||^2 + (1/m) (||off H_e||^2 + ||off Hbar||^2)
     the same probes for e and the mean (`share_probes=True`): Dh_e - Dh_bar is Hutchinson's
     estimate of diag(H_e - Hbar), so
@@ -262,9 +262,10 @@ def alignment_hparams(
     )
 
 
-_CODE = "range and default of the authors' DomainBed code (PROTOCOLS.md s.2)"
+_CODE = "range and default of the authors' DomainBed code (docs/protocols.md section 2)"
 _MID = (
-    "range of the authors' DomainBed code (PROTOCOLS.md s.2; the paper's text says otherwise), "
+    "range of the authors' DomainBed code (docs/protocols.md section 2; the paper's text "
+    "says otherwise), "
     "default = log-midpoint (no default recorded; the rule the authors' HGP defaults follow)"
 )
 _HUTCHINSON = (

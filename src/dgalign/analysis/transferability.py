@@ -1,4 +1,4 @@
-"""Transferability attack (Zhang et al. 2021; the Hessian paper's Fig 2; PROTOCOLS.md s.5).
+"""Transferability attack (Zhang et al. 2021; the Hessian paper's Fig 2).
 
 For a trained model with head theta* and fixed features of the source domains S_1..S_K and the
 target T: for every delta, starting at theta = theta*, repeat `rounds` times
@@ -18,9 +18,9 @@ regenerated from the run's seed).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,45 +197,72 @@ def reproduction_models(run_dir: Path, data_dir: str | None):
     return out
 
 
-def run_transferability(args: argparse.Namespace) -> int:
-    """CLI handler: attack every model found in RUN_DIR for every delta; JSON + PNG."""
-    run_dir = Path(args.run_dir)
+@dataclass
+class Curve:
+    """Target accuracy after the attack at each delta, over the models of one label."""
+
+    accuracies: list[list[float]]  # one row per model (restart), one column per delta
+    head_norms: list[float]
+
+    def summary(self) -> dict:
+        return {
+            "mean": np.mean(self.accuracies, 0).tolist(),
+            "std": np.std(self.accuracies, 0).tolist(),
+            "runs": len(self.accuracies),
+            "head_norm": float(np.mean(self.head_norms)),
+        }
+
+
+def find_models(run_dir: Path, data_dir: str | None, max_samples: int | None):
+    """The models of a DomainBed-style run dir (model.pt) or of a reproduction dir."""
     if (run_dir / "model.pt").exists() or run_dir.suffix == ".pt":
-        models = domainbed_models(run_dir, args.data_dir, args.max_samples or None)
-    elif (run_dir / "config.json").exists() or (run_dir.parent / "config.json").exists():
-        models = reproduction_models(run_dir, args.data_dir)
-    else:
-        raise RunDirError(f"{run_dir} is neither a run dir with model.pt nor a reproduction dir")
-    curves: dict[str, list[list[float]]] = {}
-    norms: dict[str, list[float]] = {}
-    for label, head, sources, targets in models:
+        return domainbed_models(run_dir, data_dir, max_samples)
+    if (run_dir / "config.json").exists() or (run_dir.parent / "config.json").exists():
+        return reproduction_models(run_dir, data_dir)
+    raise RunDirError(
+        f"{run_dir} is neither a run dir with model.pt nor a `dgalign reproduce cmnist` dir"
+    )
+
+
+def transferability(
+    run_dir: Path,
+    deltas: list[float],
+    rounds: int = 5,
+    steps: int = 20,
+    step_frac: float = 0.2,
+    max_samples: int | None = 5000,
+    data_dir: str | None = None,
+    report: Callable[[str], None] = lambda _: None,
+) -> dict[str, Curve]:
+    """Attack every model found in `run_dir` for every delta: {"label (target)": Curve}.
+    `report` gets one line per model and target."""
+    if not deltas or any(d < 0 for d in deltas):
+        raise ConfigError(f"deltas must be a non-empty list of radii >= 0, got {deltas}")
+    if rounds < 1 or steps < 1 or step_frac <= 0:
+        raise ConfigError("rounds and steps must be at least 1 and step_frac positive")
+    curves: dict[str, Curve] = {}
+    for label, head, sources, targets in find_models(run_dir, data_dir, max_samples):
         norm = float(_flat([p.detach() for p in head.parameters()]).norm())
         for tname, target in targets.items():
             key = f"{label} ({tname})"
-            norms.setdefault(key, []).append(norm)
-            accs = [
-                attack_head(head, sources, target, d, args.rounds, args.steps, args.step_frac)
-                for d in args.deltas
-            ]
-            curves.setdefault(key, []).append([a.target_acc for a in accs])
-            print(
+            curve = curves.setdefault(key, Curve([], []))
+            accs = [attack_head(head, sources, target, d, rounds, steps, step_frac) for d in deltas]
+            curve.accuracies.append([a.target_acc for a in accs])
+            curve.head_norms.append(norm)
+            report(
                 f"{key}, ||theta*|| = {norm:.3g}: "
                 + ", ".join(f"delta {a.delta:g}: {a.target_acc:.3f}" for a in accs)
             )
-    out = Path(args.out) if args.out else (run_dir if run_dir.is_dir() else run_dir.parent)
-    summary = {
-        k: {
-            "mean": np.mean(v, 0).tolist(),
-            "std": np.std(v, 0).tolist(),
-            "runs": len(v),
-            "head_norm": float(np.mean(norms[k])),
-        }
-        for k, v in curves.items()
-    }
-    atomic_write_json(out / "transferability.json", {"deltas": list(args.deltas), **summary})
-    _plot(summary, list(args.deltas), out / "transferability.png", str(run_dir))
-    print(f"wrote {out / 'transferability.png'}")
-    return 0
+    return curves
+
+
+def write_transferability(curves: dict[str, Curve], deltas: list[float], out: Path, title: str):
+    """transferability.json (mean, std over models per delta) and transferability.png in
+    `out`; returns the PNG's path."""
+    summary = {k: c.summary() for k, c in curves.items()}
+    atomic_write_json(out / "transferability.json", {"deltas": list(deltas), **summary})
+    _plot(summary, list(deltas), out / "transferability.png", title)
+    return out / "transferability.png"
 
 
 def _plot(summary: dict, deltas: list[float], path: Path, title: str) -> None:
@@ -265,22 +292,3 @@ def _plot(summary: dict, deltas: list[float], path: Path, title: str) -> None:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def add_transferability_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `transferability` in the `dgalign analyze` group."""
-    p = sub.add_parser(
-        "transferability",
-        help="target accuracy under the worst-case head attack vs delta (Hessian paper Fig 2)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run dir (model.pt) or reproduction dir")
-    p.add_argument("--deltas", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0])
-    p.add_argument("--rounds", type=int, default=5, help="rounds of re-picking (i, j)")
-    p.add_argument("--steps", type=int, default=20, help="ascent steps per round")
-    p.add_argument("--step-frac", type=float, default=0.2, help="step length / delta")
-    p.add_argument("--max-samples", type=int, default=5000, help="rows per domain (0: all)")
-    p.add_argument("--data-dir", default=None, help="data directory (default $DGALIGN_DATA)")
-    p.add_argument("--out", default=None, help="output folder (default RUN_DIR)")
-    p.set_defaults(handler=run_transferability)

@@ -285,17 +285,69 @@ def _run_latent(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- transferability -------------------------------------------------------------------------
+
+
+def _add_transferability(sub: argparse._SubParsersAction) -> None:
+    from dgalign.analysis import transferability
+
+    p = sub.add_parser(
+        "transferability",
+        help="target accuracy under the worst-case head attack vs delta (Hessian paper Fig 2)",
+        description=transferability.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run dir (model.pt) or reproduction dir")
+    p.add_argument(
+        "--deltas",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0],
+        help="radii of the ball around the trained head",
+    )
+    p.add_argument("--rounds", type=int, default=5, help="rounds of re-picking (i, j)")
+    p.add_argument("--steps", type=int, default=20, help="ascent steps per round")
+    p.add_argument("--step-frac", type=float, default=0.2, help="step length / delta")
+    p.add_argument("--max-samples", type=int, default=5000, help="rows per domain (0: all)")
+    p.add_argument("--data-dir", default=None, help="data directory (default $DGALIGN_DATA)")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR)")
+    p.set_defaults(handler=_run_transferability)
+
+
+def _run_transferability(args: argparse.Namespace) -> int:
+    from dgalign.analysis.transferability import transferability, write_transferability
+
+    if args.max_samples < 0:
+        raise ConfigError(f"--max-samples must be 0 (all) or positive, got {args.max_samples}")
+    run_dir = Path(args.run_dir)
+    curves = transferability(
+        run_dir,
+        args.deltas,
+        args.rounds,
+        args.steps,
+        args.step_frac,
+        args.max_samples or None,
+        args.data_dir,
+        report=print,
+    )
+    out = Path(args.out) if args.out else (run_dir if run_dir.is_dir() else run_dir.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {write_transferability(curves, args.deltas, out, str(run_dir))}")
+    return 0
+
+
 ANALYSES: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_flatness,
     _add_surface,
     _add_latent,
+    _add_transferability,
 )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "analyze",
-        help="analyses of saved runs (flatness, loss surfaces, latent codes)",
+        help="analyses of saved runs (flatness, loss surfaces, latent codes, transferability)",
         description="Analyses of finished runs; each writes PNG plots and prints its numbers.",
     )
     analyses = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from dgalign.utils.progress import add_progress_flag
+
 SOURCES = ("local", "mirror", "registry")
 IMAGE_NAMES = ("VLCS", "PACS", "OfficeHome", "TerraIncognita", "DomainNet")
 WILDS_NAMES = ("WILDSCamelyon", "WILDSFMoW")
@@ -58,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="image datasets: keep the downloaded archives in DATA_DIR/downloads",
     )
     _data_dir_option(fetch)
+    add_progress_flag(fetch)
     fetch.set_defaults(handler=run_fetch)
     check = data_sub.add_parser(
         "check", help="verify a placed image dataset: environments, classes, image counts"
@@ -71,12 +74,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_fetch(args: argparse.Namespace) -> int:
     from dgalign.data.sources import resolve_data_dir
+    from dgalign.data.sources.download import DownloadOptions
 
     data_dir = resolve_data_dir(args.data_dir)
+    options = DownloadOptions(progress=args.progress)
     if args.name == "mnist":
         from dgalign.data.sources import fetch_mnist
 
-        arrays = fetch_mnist(data_dir, source=args.source)
+        arrays = fetch_mnist(data_dir, source=args.source, download_options=options)
         print(
             f"MNIST ready in {data_dir}: {len(arrays.train_labels)} training and "
             f"{len(arrays.test_labels)} test images"
@@ -90,7 +95,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     from dgalign.data.manifest import MANIFEST
 
     fetch_images.fetch_image_dataset(
-        MANIFEST[args.name], data_dir, keep_archives=args.keep_archives
+        MANIFEST[args.name], data_dir, options, keep_archives=args.keep_archives
     )
     return 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dgalign.experiments.cmnist_data import SPLITS, DataConfig
 from dgalign.experiments.cmnist_penalties import ABLATIONS, MEANS, METHODS
+from dgalign.utils.progress import add_progress_flag
 
 DEFAULT_EPS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2]
 
@@ -89,7 +90,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only (re)write the report from the saved restarts",
     )
-    cm.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flag(cm)
     cm.set_defaults(handler=run)
     fig4 = targets.add_parser("cmnist-fig4", help="Fig 4: Hessian distance, balanced vs shift")
     fig4.add_argument("balanced", help="run dir of `reproduce cmnist`")
@@ -131,7 +132,7 @@ def config_from_args(args: argparse.Namespace):
         chunk=args.batch_restarts,
         fgsm_eps=list(args.fgsm_eps),
         data_dir=args.data_dir,
-        progress=False if args.no_progress else None,
+        progress=args.progress,
     )
     return quick_config(config) if args.quick else dataclasses.replace(config)
 

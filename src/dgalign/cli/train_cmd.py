@@ -6,6 +6,7 @@ import argparse
 
 from dgalign.train import RunConfig, run_training
 from dgalign.train.config import DEVICES
+from dgalign.utils.progress import add_progress_flag
 
 
 def _option(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -88,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=100,
         help="first step whose weights enter the average (default: 100, as Arpit et al.)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(parser)
     parser.set_defaults(handler=run)
 
 
@@ -111,5 +112,5 @@ def run(args: argparse.Namespace) -> int:
         swa=args.swa,
         swa_start=args.swa_start,
     )
-    run_training(config, progress=False if args.no_progress else None)
+    run_training(config, progress=args.progress)
     return 0

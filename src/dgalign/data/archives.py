@@ -15,9 +15,8 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
 from dgalign.errors import DataError
+from dgalign.utils.progress import progress_bar
 
 
 class UnsafeArchive(DataError):
@@ -75,16 +74,11 @@ def _check_link(target: Path, dest: Path, link: str, hard: bool, archive: Path, 
         )
 
 
-def _disable(progress: bool | None) -> bool | None:
-    """tqdm's `disable`: None (a bar only on a terminal) unless `progress` says otherwise."""
-    return None if progress is None else not progress
-
-
 def _extract_tar(path: Path, target: Path, progress: bool | None) -> int:
     count = 0
     with tarfile.open(path, "r:*") as archive:
-        for member in tqdm(
-            archive, desc=f"extracting {path.name}", unit=" files", disable=_disable(progress)
+        for member in progress_bar(
+            archive, desc=f"extracting {path.name}", unit=" files", progress=progress
         ):
             dest = member_path(target, member.name, path)
             if member.issym() or member.islnk():
@@ -118,8 +112,8 @@ def _extract_zip(path: Path, target: Path, progress: bool | None) -> int:
             if link is not None:
                 _check_link(target, dest, link, False, path, info.filename)
             plan.append((info, dest, link))
-        for info, dest, link in tqdm(
-            plan, desc=f"extracting {path.name}", unit=" files", disable=_disable(progress)
+        for info, dest, link in progress_bar(
+            plan, desc=f"extracting {path.name}", unit=" files", progress=progress
         ):
             if link is not None:
                 dest.parent.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,9 @@ own list of DomainNet duplicates. `sha256` and `size` are None wherever they are
 certain: nothing in this table could be checked against the live sources when it was written (no
 network), so no checksum is invented; a None checksum is simply not checked, and every archive is
 still checked to be a zip or tar (a Google Drive quota page is caught there). Image counts: the
-totals are the protocol's (PROTOCOLS.md section 2); the per-environment counts are the published
-dataset statistics (they add up to those totals); TerraIncognita's per-location counts are not
-known here (None: `data check` compares the total only).
+totals are the protocol's (docs/protocols.md section 2); the per-environment counts are the
+published dataset statistics (they add up to those totals); TerraIncognita's per-location counts are
+not known here (None: `data check` compares the total only).
 """
 
 from __future__ import annotations

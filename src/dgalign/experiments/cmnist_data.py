@@ -1,4 +1,4 @@
-"""The Colored MNIST environments of the IRM protocol (PROTOCOLS.md section 1).
+"""The Colored MNIST environments of the IRM protocol (docs/protocols.md section 1).
 
 Per restart, from MNIST's training set:
     pool  = the 50,000 images train[:50000], reshuffled (one NumPy permutation per restart);
@@ -21,8 +21,9 @@ noise. The authors' script cuts at round(m * N) and round((1 - m) * N) with N th
 digit<5 images (with N = 50,000 that is all of them, about 25,500) + the first round((1-m) N)
 = 1,500 digit>=5 images; env1 = the remaining digit>=5 images (about 23,000) and no digit<5
 image. So env0 holds about 94.5% / 5.5% (the paper's "95% / 5%") and env1 0% / 100%.
-`split="script"` (default) reproduces that; `split="per-class"` is the reading of PROTOCOLS.md
-(env0 = the first m of each class's count of digit<5 images and 1 - m of the digit>=5 images).
+`split="script"` (default) reproduces that; `split="per-class"` cuts each class at the ratio of its
+own count (env0 = the first m of each class's count of digit<5 images and 1 - m of the digit>=5
+images).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""The paper's Colored MNIST numbers (Hemati et al. 2023; PROTOCOLS.md section 1), as data.
+"""The paper's Colored MNIST numbers (Hemati et al. 2023; docs/protocols.md section 1), as data.
 
 `PAPER[variant][method] = (train mean, train std, test mean, test std)`, accuracies in percent,
 mean +- std over 10 restarts; variant "balanced" (Tables 2, 7) or "labelshift" (Tables 3, 8).
 `GRAY`: gray-test accuracies from Fishr's README. `TIME_100_STEPS`: Table 5, seconds per 100
 steps (the authors' scripts computed every penalty each step, so only loosely comparable).
-`SINGLE_RUNS`: PROTOCOLS.md section 6, one restart each on this project's CPU (train, test).
 """
 
 from __future__ import annotations
@@ -45,11 +44,4 @@ TIME_100_STEPS = {
     "Fishr": 25.3,
     "HGP": 39.5,
     "Hutchinson": 62.4,
-}
-SINGLE_RUNS = {
-    "ERM": (86.4, 13.8),
-    "IRM": (72.0, 64.9),
-    "HessianDiag": (71.3, 69.4),
-    "HessianDiag-E150": (64.8, 72.4),
-    "Hutchinson": (66.3, 73.2),
 }

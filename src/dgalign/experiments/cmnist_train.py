@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from dgalign.curvature import head_hessian_distance
 from dgalign.experiments import cmnist_model as M
 from dgalign.experiments.cmnist_data import RestartData
 from dgalign.experiments.cmnist_penalties import Batch, Method, bce, penalty
+from dgalign.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -136,13 +136,7 @@ def train_restarts(
     del x_train
     optimizer = torch.optim.Adam(params.values(), lr=proto.lr)
     trace, dyn, hd_steps, times = _Trace(), _Trace(), [], []
-    bar = tqdm(
-        range(proto.steps),
-        desc=desc or method.name,
-        disable=progress is False,
-        dynamic_ncols=True,
-        leave=False,
-    )
+    bar = progress_bar(range(proto.steps), desc=desc or method.name, progress=progress, leave=False)
     for step in bar:
         start = time.perf_counter()
         if step % dynamics_every == 0 or step == proto.steps - 1:

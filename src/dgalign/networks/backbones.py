@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dgalign.errors import ConfigError, DataError
+from dgalign.utils.progress import show_progress
 
 VIT_S16 = "vit_small_patch16_224.augreg_in21k_ft_in1k"
 _PRETRAINED_HELP = "set pretrained false or place the weights in the {cache}"
@@ -162,7 +163,7 @@ def _reason(exc: BaseException) -> str:
 def _torchvision_state(weights: Any) -> dict[str, torch.Tensor]:
     """The state dict of torchvision `weights`, from the torch hub cache or downloaded."""
     try:
-        return weights.get_state_dict(progress=True, check_hash=True)
+        return weights.get_state_dict(progress=show_progress(None), check_hash=True)
     except Exception as exc:  # URLError, HTTPError, hash mismatch, corrupt cache file, ...
         file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlsplit(weights.url).path).name
         raise DataError(

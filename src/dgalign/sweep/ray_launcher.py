@@ -73,6 +73,7 @@ class RayLauncher:
         else:  # one job per GPU (times jobs_per_gpu) on a GPU machine, else `workers` or 1
             gpus = len(visible_gpus()) * self.jobs_per_gpu
             kwargs["num_cpus"] = self.workers or gpus or 1
+            kwargs["_node_ip_address"] = "127.0.0.1"  # a local instance listens on loopback only
         try:
             ray.init(**kwargs)
         except ConnectionError as exc:

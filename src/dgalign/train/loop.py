@@ -37,6 +37,7 @@ from dgalign.train.state import load_checkpoint, restore, save_checkpoint
 from dgalign.train.swa import CheckpointView, WeightAverage
 from dgalign.train.tee import tee_output
 from dgalign.utils.io import atomic_torch_save
+from dgalign.utils.progress import progress_bar
 
 SWA_BN_STEPS = 10  # steps' minibatches (all training envs) that re-estimate BatchNorm statistics
 
@@ -150,13 +151,12 @@ def _train(
     rundir.write_records(records)
 
     window: dict[str, list[float]] = defaultdict(list)
-    bar = tqdm(
+    bar = progress_bar(
         total=n_steps,
         initial=start_step,
         desc=f"{config.algorithm} on {config.dataset}",
         file=bar_stream,
-        disable=None if progress is None else not progress,
-        dynamic_ncols=True,
+        progress=progress,
     )
     with bar:
         for step in range(start_step, n_steps):

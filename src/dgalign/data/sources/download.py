@@ -7,15 +7,13 @@ import http.client
 import os
 import re
 import socket
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from dgalign.utils.hashing import md5_of
+from dgalign.utils.progress import progress_bar
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -122,17 +120,16 @@ def download_once(url: str, part: Path, options: DownloadOptions, label: str) ->
             offset = 0  # the server ignored Range and sends the whole file
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        show = options.progress if options.progress is not None else sys.stderr.isatty()
         try:
             with (
                 open(part, "ab" if offset else "wb") as out,
-                tqdm(
+                progress_bar(
                     total=total,
                     initial=offset,
                     unit="B",
                     unit_scale=True,
                     desc=label,
-                    disable=not show,
+                    progress=options.progress,
                     leave=False,
                 ) as bar,
             ):
