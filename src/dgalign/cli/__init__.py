@@ -17,6 +17,7 @@ from dgalign.cli import (
     data_cmd,
     report_cmd,
     reproduce_cmd,
+    runs_cmd,
     sweep_cmd,
     train_cmd,
 )
@@ -31,6 +32,7 @@ SUBCOMMANDS = (
     bench_cmd,
     analyze_cmd,
     reproduce_cmd,
+    runs_cmd,
 )
 
 

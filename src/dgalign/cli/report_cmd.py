@@ -23,7 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and DomainBed's sweep directories.",
     )
     parser.add_argument("dir", metavar="DIR", help="sweep directory (one run dir per job)")
-    parser.add_argument("--format", default="markdown", help=f"{' | '.join(FORMATS)}")
+    parser.add_argument(
+        "--format",
+        default="markdown",
+        help=f"{' | '.join(FORMATS)} | html (one self-contained page with the plots, written "
+        "to --output or DIR/report.html; DIR may also be a `reproduce cmnist` directory)",
+    )
     parser.add_argument(
         "--selection", default="all", help="training | loo | oracle | all (default all)"
     )
@@ -47,12 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.format not in FORMATS:
-        raise ConfigError(f"unknown --format {args.format!r}; valid formats: {', '.join(FORMATS)}")
+    if args.format not in (*FORMATS, "html"):
+        valid = ", ".join((*FORMATS, "html"))
+        raise ConfigError(f"unknown --format {args.format!r}; valid formats: {valid}")
     methods = get_methods(args.selection)
     given = [n for n in ("dataset", "algorithm", "test_env") if getattr(args, n) is not None]
     if given and not args.top_hparams:
         raise ConfigError(f"--{given[0].replace('_', '-')} only applies with --top-hparams")
+    if args.format == "html":
+        return _html(args)
     runs = load_runs(args.dir)
     if args.top_hparams:
         text = _top(args, runs, methods)
@@ -86,3 +94,24 @@ def _top(args: argparse.Namespace, runs, methods) -> str:
         )
         parts.append(render_top(ranking, method, args.dataset, args.algorithm, env_name))
     return "\n".join(parts)
+
+
+def _html(args: argparse.Namespace) -> int:
+    """Write the HTML page of a sweep or a reproduction directory; print where it went."""
+    from dgalign.report.html import is_reproduction, reproduction_page, sweep_page
+    from dgalign.utils.io import atomic_write_text
+
+    if args.top_hparams or args.plots:
+        flag = "--top-hparams" if args.top_hparams else "--plots"
+        raise ConfigError(f"{flag} does not apply to --format html, whose page has them all")
+    if is_reproduction(args.dir):
+        text = reproduction_page(args.dir)
+    else:
+        runs = load_runs(args.dir)
+        sections = make_sections(runs, args.selection, args.include_incomplete)
+        header = summary_line(args.dir, runs, args.include_incomplete)
+        text = sweep_page(runs, sections, header, args.selection, args.include_incomplete)
+    output = Path(args.output) if args.output else Path(args.dir) / "report.html"
+    atomic_write_text(output, text)
+    print(f"HTML report written to {output}")
+    return 0

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from dgalign.cli.train_cmd import add_logger_option
 from dgalign.experiments.cmnist_data import SPLITS, DataConfig
 from dgalign.experiments.cmnist_penalties import ABLATIONS, MEANS, METHODS
 from dgalign.utils.progress import add_progress_flag
@@ -91,6 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="only (re)write the report from the saved restarts",
     )
     add_progress_flag(cm)
+    add_logger_option(cm)
     cm.set_defaults(handler=run)
     fig4 = targets.add_parser("cmnist-fig4", help="Fig 4: Hessian distance, balanced vs shift")
     fig4.add_argument("balanced", help="run dir of `reproduce cmnist`")
@@ -133,6 +135,7 @@ def config_from_args(args: argparse.Namespace):
         fgsm_eps=list(args.fgsm_eps),
         data_dir=args.data_dir,
         progress=args.progress,
+        loggers=list(args.logger),
     )
     return quick_config(config) if args.quick else dataclasses.replace(config)
 

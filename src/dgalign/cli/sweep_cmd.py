@@ -8,6 +8,7 @@ import functools
 import sys
 from pathlib import Path
 
+from dgalign.cli.train_cmd import add_logger_option
 from dgalign.errors import ConfigError
 from dgalign.sweep import LAUNCHERS, JobState, LauncherOptions, SweepSpec, make_launcher
 from dgalign.sweep.state import count_states, format_counts
@@ -118,6 +119,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="slurm: 'slurm' (default) or 'local' (run the array on this machine)",
     )
     _option(launch, "wait", action="store_true", help="slurm: wait for the jobs to finish")
+    add_logger_option(launch)
     launch.add_argument(
         "--yes",
         "--skip-confirmation",
@@ -158,6 +160,7 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
         holdout_fraction=args.holdout_fraction,
         data_dir=args.data_dir,
         seed=args.seed,
+        loggers=list(getattr(args, "logger", [])),
     )
     if Path(spec.output_dir).exists() and not Path(spec.output_dir).is_dir():
         raise ConfigError(f"--output-dir {spec.output_dir} exists and is not a directory")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dgalign.tracking import LOGGERS
 from dgalign.train import RunConfig, run_training
 from dgalign.train.config import DEVICES
 from dgalign.utils.progress import add_progress_flag
@@ -89,6 +90,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=100,
         help="first step whose weights enter the average (default: 100, as Arpit et al.)",
     )
+    add_logger_option(parser)
     add_progress_flag(parser)
     parser.set_defaults(handler=run)
 
@@ -112,5 +114,17 @@ def run(args: argparse.Namespace) -> int:
         swa=args.swa,
         swa_start=args.swa_start,
     )
-    run_training(config, progress=args.progress)
+    run_training(config, progress=args.progress, loggers=args.logger)
     return 0
+
+
+def add_logger_option(parser: argparse.ArgumentParser) -> None:
+    """`--logger NAME`, repeatable: the experiment trackers that also get the run's records."""
+    parser.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=LOGGERS,
+        help="also log to this tracker (repeatable; needs the extra of the same name, e.g. "
+        "pip install 'dgalign[tensorboard]'); see docs/tracking.md",
+    )

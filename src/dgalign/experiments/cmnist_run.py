@@ -32,6 +32,7 @@ from dgalign.experiments.cmnist_data import DataConfig, RestartData, build_resta
 from dgalign.experiments.cmnist_model import init_restart
 from dgalign.experiments.cmnist_penalties import ABLATIONS, METHODS, Method
 from dgalign.experiments.cmnist_train import QUICK, Protocol, train_restarts
+from dgalign.tracking import check_loggers
 from dgalign.train.loop import resolve_device
 from dgalign.utils.io import atomic_torch_save, atomic_write_json
 from dgalign.utils.seeding import seed_hash
@@ -60,6 +61,7 @@ class ReproduceConfig:
     fgsm_eps: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.05, 0.1, 0.2])
     data_dir: str | None = None
     progress: bool | None = None
+    loggers: list[str] = field(default_factory=list)  # trackers of each restart (`--logger`)
 
     def identity(self) -> dict:
         """The settings that define the numbers (not the methods or restart count asked for)."""
@@ -108,6 +110,7 @@ def check_config(config: ReproduceConfig) -> None:
     if config.dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype must be float32 or float64, got {config.dtype!r}")
     resolve_device(str(config.device))  # ConfigError for a bad device or CUDA without a GPU
+    check_loggers(config.loggers)
     config.data.validate()
 
 
@@ -194,6 +197,15 @@ def train_method(config: ReproduceConfig, root: Path, method: Method, data, init
             json_path, pt_path = restart_paths(root, method.name, k)
             atomic_torch_save(pt_path, {"state": state, "restart": k, "method": method.name})
             atomic_write_json(json_path, record)
+        if config.loggers:  # each restart as a tracker run, once its record is on disk
+            from dgalign.tracking.replay import log_restarts
+
+            log_restarts(
+                config.loggers,
+                root,
+                config.identity(),
+                [restart_paths(root, method.name, k)[0] for k in ks],
+            )
     records = [
         json.loads(restart_paths(root, method.name, k)[0].read_text())
         for k in range(config.restarts)

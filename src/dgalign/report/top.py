@@ -51,25 +51,30 @@ def top_hparams(
         pairs = ", ".join(f"{d}/{a}" for d, a in known) or "none"
         raise ConfigError(f"no runs of {algorithm} on {dataset}; the sweep holds: {pairs}")
     groups = group_records(report_records(runs, include_incomplete))
-    result: dict[int, list[Ranked]] = {}
-    for (trial, d, a, e), records in sorted(groups.items()):
-        if (d, a, e) != (dataset, algorithm, env):
-            continue
-        ranked = []
-        for choice, config in method.hparams_accs(records):
-            main = [r for r in config if len(r["args"]["test_envs"]) == 1] or config
-            ranked.append(
-                Ranked(
-                    int(main[0]["args"]["hparams_seed"]),
-                    choice.val_acc,
-                    choice.test_acc,
-                    choice.step,
-                    Path(str(main[0]["args"].get("output_dir", "?"))).name,
-                    dict(main[0].get("hparams", {})),
-                )
+    return {
+        trial: rank_group(method, records)
+        for (trial, d, a, e), records in sorted(groups.items())
+        if (d, a, e) == (dataset, algorithm, env)
+    }
+
+
+def rank_group(method: type[SelectionMethod], records: list[dict[str, Any]]) -> list[Ranked]:
+    """The configurations of one (trial, dataset, algorithm, test env) group of records, best
+    first."""
+    ranked = []
+    for choice, config in method.hparams_accs(records):
+        main = [r for r in config if len(r["args"]["test_envs"]) == 1] or config
+        ranked.append(
+            Ranked(
+                int(main[0]["args"]["hparams_seed"]),
+                choice.val_acc,
+                choice.test_acc,
+                choice.step,
+                Path(str(main[0]["args"].get("output_dir", "?"))).name,
+                dict(main[0].get("hparams", {})),
             )
-        result[trial] = ranked
-    return result
+        )
+    return ranked
 
 
 def render_top(
@@ -88,11 +93,7 @@ def render_top(
     if not ranking:
         lines += ["", "No finished run has a result for this test env under this method."]
     for trial, ranked in ranking.items():
-        varied = sorted(
-            k
-            for k in {k for r in ranked for k in r.hparams}
-            if len({repr(r.hparams.get(k)) for r in ranked}) > 1
-        )
+        varied = varied_hparams(ranked)
         header = ["Rank", "hparams seed", "val acc", "test acc", "step", "run", *varied]
         rows = [
             [
@@ -102,7 +103,7 @@ def render_top(
                 f"{100 * r.test_acc:.1f}",
                 str(r.step),
                 r.run_dir,
-                *(_short(r.hparams.get(k)) for k in varied),
+                *(short_value(r.hparams.get(k)) for k in varied),
             ]
             for i, r in enumerate(ranked, 1)
         ]
@@ -115,7 +116,17 @@ def render_top(
     return "\n".join(lines) + "\n"
 
 
-def _short(value: Any) -> str:
+def varied_hparams(ranked: list[Ranked]) -> list[str]:
+    """The hyper-parameters whose value differs between the ranked configurations."""
+    return sorted(
+        k
+        for k in {k for r in ranked for k in r.hparams}
+        if len({repr(r.hparams.get(k)) for r in ranked}) > 1
+    )
+
+
+def short_value(value: Any) -> str:
+    """A hyper-parameter value as a table shows it (floats to 4 significant digits)."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

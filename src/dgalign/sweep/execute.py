@@ -173,7 +173,7 @@ def run_in_process(job: Job, launcher: str) -> Outcome:
     start = time.time()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
-        result = run_training(RunConfig(**job.config_kwargs()), progress=False)
+        result = run_training(RunConfig(**job.config_kwargs()), progress=False, loggers=job.loggers)
     except KeyboardInterrupt:
         mark_interrupted(job, launcher)
         raise

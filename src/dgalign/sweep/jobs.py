@@ -39,6 +39,7 @@ class Job:
     train_args: dict[str, Any]
     output_dir: Path
     data_dir: str | None = None
+    loggers: tuple[str, ...] = ()  # tracker backends (not part of the hash, as data_dir)
 
     @property
     def name(self) -> str:
@@ -64,6 +65,8 @@ class Job:
         argv += ["--output-dir", str(self.output_dir)]
         if self.data_dir is not None:
             argv += ["--data-dir", self.data_dir]
+        for logger in self.loggers:
+            argv += ["--logger", logger]
         return [*argv, "--no-progress"]
 
     def command(self, python: str | None = None) -> list[str]:
@@ -106,6 +109,7 @@ class SweepSpec:
     holdout_fraction: float = 0.2
     data_dir: str | None = None
     seed: int = 0
+    loggers: list[str] = field(default_factory=list)  # every job's `--logger`s
     env_counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     def validate(self) -> None:
@@ -113,6 +117,7 @@ class SweepSpec:
         from dgalign import algorithms
         from dgalign.data import get_dataset_class
         from dgalign.hparams import resolve_hparams
+        from dgalign.tracking import check_loggers
 
         if not self.datasets:
             raise ConfigError("--datasets needs at least one dataset name")
@@ -133,6 +138,7 @@ class SweepSpec:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         for dataset in self.datasets:
             self.env_counts[dataset] = len(get_dataset_class(dataset).ENVIRONMENTS)
+        check_loggers(self.loggers)  # the extras are checked here, not in every job
         for algorithm in self.algorithms:
             algorithms.get(algorithm)
             for dataset in self.datasets:  # malformed --hparams fail here, not in every job
@@ -175,7 +181,11 @@ class SweepSpec:
     def jobs(self) -> list[Job]:
         """Every job of the sweep, with its run directory under `output_dir`."""
         root = Path(self.output_dir).resolve()
-        return [Job(args, root / job_hash(args), self.data_dir) for args in self.iter_train_args()]
+        loggers = tuple(self.loggers)
+        return [
+            Job(args, root / job_hash(args), self.data_dir, loggers)
+            for args in self.iter_train_args()
+        ]
 
     def shape(self) -> str:
         """The grid as a product, e.g. `2 trials x 1 dataset x 2 algorithms x ...`."""

@@ -16,6 +16,7 @@ import random
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from dgalign.data import get_dataset_class
 from dgalign.data.splits import InfiniteLoader, Subset, split_environment
 from dgalign.errors import ConfigError, DGAlignError, TrainingDiverged
 from dgalign.hparams import resolve_hparams
+from dgalign.tracking import Tracking
 from dgalign.train.config import RunConfig
 from dgalign.train.diagnostics import curvature_diagnostics
 from dgalign.train.evaluate import accuracy
@@ -75,8 +77,12 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def run_training(config: RunConfig, progress: bool | None = None) -> RunResult:
-    """Run (or resume) the training run described by `config`; see the module docstring."""
+def run_training(
+    config: RunConfig, progress: bool | None = None, loggers: Sequence[str] = ()
+) -> RunResult:
+    """Run (or resume) the training run described by `config`; see the module docstring.
+    `loggers`: tracker backends (`dgalign.tracking`) that also get every record."""
+    tracking = Tracking(loggers)  # ConfigError now for an unknown or uninstalled backend
     dataset_cls = get_dataset_class(config.dataset)
     algorithm_cls = algorithms.get(config.algorithm)
     config.validate(len(dataset_cls.ENVIRONMENTS), dataset_cls.ENVIRONMENTS)
@@ -97,7 +103,7 @@ def run_training(config: RunConfig, progress: bool | None = None) -> RunResult:
             return RunResult("already_done", str(rundir.path), rundir.read_records())
         with tee_output(rundir.out, rundir.err) as (real_stderr, err_file):
             try:
-                return _train(
+                result = _train(
                     config,
                     hparams,
                     dataset_cls,
@@ -106,14 +112,19 @@ def run_training(config: RunConfig, progress: bool | None = None) -> RunResult:
                     rundir,
                     progress,
                     real_stderr,
+                    tracking,
                 )
-            except DGAlignError as exc:
-                print(f"error: {exc}", file=err_file)  # the caller reports it on stderr
+            except BaseException as exc:
+                tracking.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                if isinstance(exc, DGAlignError):
+                    print(f"error: {exc}", file=err_file)  # the caller reports it on stderr
                 raise
+            tracking.finish("FINISHED")
+            return result
 
 
 def _train(
-    config, hparams, dataset_cls, algorithm_cls, device, rundir, progress, bar_stream
+    config, hparams, dataset_cls, algorithm_cls, device, rundir, progress, bar_stream, tracking
 ) -> RunResult:
     args = config.as_args()
     seed_everything(config.seed)
@@ -149,6 +160,7 @@ def _train(
         records = [r for r in rundir.read_records() if r["step"] < start_step]
         print(f"resuming {rundir.path} at step {start_step}")
     rundir.write_records(records)
+    tracking.start_training(rundir.path, args, hparams, records)
 
     window: dict[str, list[float]] = defaultdict(list)
     bar = progress_bar(
@@ -200,6 +212,7 @@ def _train(
                 records.append(record)
                 rundir.write_records(records)
                 save_checkpoint(rundir.checkpoint, checkpointed, step + 1, args)
+                tracking.log_record(record)  # after the record and checkpoint are on disk
                 window.clear()
                 summary = _summary(record, config.test_envs)
                 bar.set_postfix_str(summary)
