@@ -59,7 +59,7 @@ class RunInfo:
     reproduction it belongs to (W&B group, default MLflow experiment). `store_dir`: where the
     default MLflow file store (`store_dir/mlruns`) lives. `tags`: the identity (run hash,
     algorithm, dataset, test envs, trial seed, hparams seed); `params`: hyper-parameters and
-    arguments."""
+    arguments. `source`: the directory `dgalign runs export` replays the run from."""
 
     log_dir: Path
     key: str
@@ -68,6 +68,7 @@ class RunInfo:
     store_dir: Path
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None  # what `dgalign runs export` replays (default: log_dir)
 
 
 class Logger(Protocol):

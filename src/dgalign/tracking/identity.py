@@ -91,6 +91,7 @@ def restart_run_info(root: str | Path, restart_json: Path, identity: dict[str, A
         store_dir=root,
         tags=tags,
         params=params,
+        source=root,
     )
 
 

@@ -43,7 +43,7 @@ def check_loggers(names: Iterable[str]) -> list[str]:
         if name not in BACKENDS:
             raise ConfigError(f"unknown --logger {name!r}; valid: {', '.join(LOGGERS)}")
         package, extra = BACKENDS[name][1:]
-        if importlib.util.find_spec(package) is None:
+        if not _installed(package):
             raise ConfigError(
                 f"--logger {name} needs the {package} package, which is not installed: "
                 f"pip install 'dgalign[{extra}]'"
@@ -51,6 +51,13 @@ def check_loggers(names: Iterable[str]) -> list[str]:
         if name not in out:
             out.append(name)
     return out
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a broken install, or a module blocked in sys.modules
+        return False
 
 
 def make_logger(name: str) -> Logger:
@@ -129,7 +136,8 @@ class Tracking:
 
     def _failed(self, name: str, exc: Exception) -> None:
         self.failed[name] = _first_line(exc)
-        where = getattr(getattr(self, "info", None), "log_dir", "the run")
+        info = getattr(self, "info", None)
+        where = getattr(info, "source", None) or getattr(info, "log_dir", "RUN_DIR")
         if self.strict:
             raise TrackingError(f"{name} failed on {where}: {self.failed[name]}") from None
         LOG.warning(
