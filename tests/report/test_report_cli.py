@@ -70,7 +70,7 @@ def test_top_hparams_by_environment_name(golden_sweep, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--format", "html"], "unknown --format 'html'; valid formats: markdown, latex, csv"),
+        (["--format", "pdf"], "unknown --format 'pdf'; valid formats: markdown, latex, csv, html"),
         (["--selection", "best"], "unknown --selection 'best'; valid values: training, loo"),
         (["--dataset", "PACS"], "--dataset only applies with --top-hparams"),
         (["--top-hparams", "--dataset", "PACS"], "--top-hparams needs --algorithm, --test-env"),

@@ -74,7 +74,9 @@ def test_sigkilled_and_resumed_run_is_exact_in_every_tracker(
 ):
     run_dir = tmp_path / "sweep" / "run"
     argv = make_train_argv(run_dir, STEPS, FREQ, ["tensorboard", "mlflow", "wandb"])
-    env = {**os.environ}
+    # a job is a process of its own, never attached to the W&B service of the process that
+    # started it (this test process starts one in other tests)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     kill_after_records(argv, run_dir, env, count=3)
     rundir = RunDirectory(run_dir)
     assert not rundir.is_done()

@@ -3,10 +3,11 @@ URIs, no script, no external file), readable offline and shareable as one file.
 
 For a sweep (ours or DomainBed's): the tables of every selection method asked for, per dataset
 and the averages, with their numbered notes on missing or partial cells as footnotes; a bar
-chart per dataset table and the training curves per dataset (`report.plots`); and, per
-selection method, the top hyper-parameter configurations of every (dataset, algorithm, test
-env, trial) (`report.top`). For a `dgalign reproduce cmnist` directory: its report.md (table
-beside the paper's numbers, cost, FGSM; `experiments.cmnist_report`) with its plots embedded.
+chart per dataset table that has a result and the training curves per dataset
+(`report.plots`); and, per selection method, the top hyper-parameter configurations of every
+(dataset, algorithm, test env, trial) (`report.top`). For a `dgalign reproduce cmnist`
+directory: its report.md (table beside the paper's numbers, cost, FGSM;
+`experiments.cmnist_report`) with its plots embedded.
 """
 
 from __future__ import annotations
@@ -164,11 +165,13 @@ def sweep_page(
                 title = table.dataset or "Averages"
                 body.append(f"<h3>{html.escape(title)}</h3>")
                 body.append(table_html(table, f"note-{s}-{t}"))
-                if table.dataset is not None:
+                if table.dataset is None:
+                    continue
+                if table.dataset not in datasets:
+                    datasets.append(table.dataset)
+                if any(c.mean is not None for row in table.cells for c in row):
                     png = bar_chart(table, Path(tmp) / f"bars-{s}-{t}.png")
                     body.append(image_tag(png, f"{table.dataset}: {name}"))
-                    if table.dataset not in datasets:
-                        datasets.append(table.dataset)
         body.append('<h2 id="curves">Training curves</h2>')
         body.append(
             "<p>Mean training-environment validation (<code>out</code>) accuracy against the "
