@@ -120,6 +120,9 @@ def test_wandb_is_offline_without_a_key_and_a_resumed_run_holds_the_whole_histor
     second.start(run, [point(0), point(5)])
     second.log(point(10))
     second.finish("FINISHED")
+    import wandb
+
+    wandb.teardown()  # W&B's service writes the run file out when it stops (as at exit)
     offline = wandb_offline_runs(run.log_dir)
     assert len(offline) == 2 and first.run.id == second.run.id
     assert wandb_history(offline[-1]) == series([point(0), point(5), point(10)])
