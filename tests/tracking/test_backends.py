@@ -64,6 +64,16 @@ def test_tensorboard_purges_a_half_written_record_and_skips_what_it_holds(tmp_pa
         k: [s for s, _ in v] for k, v in expected.items()
     }
     assert got["acc/env0_in"][2][1] == pytest.approx(point(10)[1]["acc/env0_in"], rel=1e-6)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run.log_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert start.hparams["algorithm"].string_value == "ERM"
+    assert start.hparams["hp.lr"].number_value == 0.001
+    assert "run/identity/text_summary" in acc.Tags()["tensors"]
 
 
 def test_mlflow_logs_only_the_metric_steps_it_lacks(tmp_path, tracker_env):
