@@ -20,6 +20,13 @@ from dgalign.algorithms import augmentation  # noqa: F401  (Mixup, ManifoldMixup
 from dgalign.algorithms import hessian  # noqa: F401  (HGP, Hutchinson, HessianDiag)
 from dgalign.algorithms import cma  # noqa: F401  (CMA)
 from dgalign.algorithms import fgmix  # noqa: F401  (FGMix)
+from dgalign.algorithms import ermpp  # noqa: F401  (ERMPlusPlus)
+from dgalign.algorithms import transfer  # noqa: F401  (TRM, Transfer)
+from dgalign.algorithms import bottleneck  # noqa: F401  (IB_ERM, IB_IRM, CAD, CondCAD)
+from dgalign.algorithms import causal  # noqa: F401  (CausIRL_CORAL, CausIRL_MMD)
+from dgalign.algorithms import risk_distribution  # noqa: F401  (EQRM, RDM)
+from dgalign.algorithms import disentangle  # noqa: F401  (ADRMX)
+from dgalign.algorithms import uniform  # noqa: F401  (URM)
 
 # isort: on
 from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Minibatches
