@@ -35,6 +35,24 @@ DEFAULTS = {
     "SD": {"sd_reg": 0.1},
     "Mixup": {"mixup_alpha": 0.2},
     "MixStyle": {"mixstyle_p": 0.5, "mixstyle_alpha": 0.1},
+    "ERMPlusPlus": {"linear_lr": 5e-5, "linear_steps": 500, "lars": False},
+    "TRM": {"cos_lambda": 1e-4, "iters": 200, "groupdro_eta": 1e-2},
+    "IB_ERM": {"ib_lambda": 1e2, "ib_penalty_anneal_iters": 500},
+    "IB_IRM": {
+        "irm_lambda": 1e2,
+        "irm_penalty_anneal_iters": 500,
+        "ib_lambda": 1e2,
+        "ib_penalty_anneal_iters": 500,
+    },
+    "CAD": {"lmbda": 1e-1, "temperature": 0.1, "is_normalized": False, "is_flipped": True},
+    "CondCAD": {"lmbda": 1e-1, "temperature": 0.1, "is_project": False},
+    "Transfer": {"t_lambda": 1.0, "delta": 2.0, "d_steps_per_g": 10, "gda": False, "lr_d": 1e-3},
+    "CausIRL_CORAL": {"mmd_gamma": 1.0},
+    "CausIRL_MMD": {"mmd_gamma": 1.0},
+    "EQRM": {"eqrm_quantile": 0.75, "eqrm_burnin_iters": 2500, "eqrm_lr": 1e-6},
+    "RDM": {"rdm_lambda": 5.0, "rdm_penalty_anneal_iters": 1500, "variance_weight": 0.004},
+    "ADRMX": {"disc_lambda": 0.75, "d_steps_per_g_step": 2, "mlp_depth": 9, "lr": 3e-3},
+    "URM": {"urm_adv_lambda": 0.1, "urm_generator_output": "tanh", "urm_discriminator_lr": 1e-3},
 }
 
 
@@ -58,12 +76,33 @@ def test_defaults_match_domainbed(name):
         ("MTL", "mtl_ema", lambda r: [0.5, 0.9, 0.99, 1.0][r.choice(4)]),
         ("MLDG", "n_meta_test", lambda r: [1, 2][r.choice(2)]),
         ("RSC", "rsc_f_drop_factor", lambda r: r.uniform(0, 0.5)),
+        ("TRM", "iters", lambda r: int(10 ** r.uniform(0, 4))),
+        ("CAD", "lmbda", lambda r: [1e-4, 1e-3, 1e-2, 1e-1, 1, 1e1, 1e2][r.choice(7)]),
+        ("Transfer", "delta", lambda r: r.uniform(0.1, 3.0)),
+        ("EQRM", "eqrm_burnin_iters", lambda r: 10 ** r.uniform(2.5, 3.5)),
+        ("RDM", "rdm_penalty_anneal_iters", lambda r: int(r.uniform(800, 2700))),
+        ("ADRMX", "mlp_depth", lambda r: [8, 9, 10][r.choice(3)]),
+        ("URM", "urm_discriminator_hidden_layers", lambda r: [1, 2, 3][r.choice(3)]),
+        ("ERMPlusPlus", "linear_lr", lambda r: 10 ** r.uniform(-5, -3.5)),
     ],
 )
 def test_random_draws_follow_domainbed(name, key, draw):
     for seed in (1, 2, 3):
         expected = draw(np.random.RandomState(seed_hash(seed, key)))
         assert random_hparams(name, "ColoredMNIST", seed)[key] == pytest.approx(expected)
+
+
+def test_dataset_dependent_entries_of_the_newer_algorithms():
+    assert default_hparams("RDM", "PACS")["batch_size"] == 88
+    assert default_hparams("RDM", "DomainNet")["batch_size"] == 40
+    assert default_hparams("RDM", "DomainNet")["rdm_lambda"] == 0.5
+    assert default_hparams("RDM", "OfficeHome")["variance_weight"] == 0.0
+    assert default_hparams("RDM", "ColoredMNIST")["batch_size"] == 64
+    assert default_hparams("ADRMX", "PACS")["lr"] == 3e-5
+    assert default_hparams("URM", "PACS")["urm_discriminator_lr"] == 5e-5
+    for seed in (1, 2, 3):
+        assert 1.0 <= random_hparams("RDM", "PACS", seed)["rdm_lambda"] <= 10.0
+        assert 70 <= random_hparams("RDM", "VLCS", seed)["batch_size"] < 100
 
 
 def test_dataset_dependent_entries():

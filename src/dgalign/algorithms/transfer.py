@@ -8,9 +8,9 @@ features by 30 SGD steps per update. After `iters` ERM steps it adds, for every 
 
 g_Q = d CE_Q(w_Q) / d W_Q, g_P = d sum_i alpha_Qi CE_i(w_Q) / d W_Q (detached), H_Q^{-1} g_P a
 10-term Neumann series of the inverse Hessian of CE_Q at W_Q (stopped early if it diverges),
-and updates the domain weights alpha_Qi <- alpha_Qi exp(eta CE_i(w_Q)) (rows renormalised
-before use). The heads and alpha are part of the module state (DomainBed keeps the heads in a
-plain list, outside its checkpoints).
+and updates the domain weights alpha_Qi <- alpha_Qi exp(eta alpha_Qi CE_i(w_Q)) (the weighted
+loss, as DomainBed; rows renormalised before use). The heads and alpha are part of the module
+state (DomainBed keeps the heads in a plain list, outside its checkpoints).
 
 Transfer alternates, every update: (1) an ERM step of featurizer and head; (2) a step of the
 featurizer on t_lambda * gap(h'), gap = max_e CE_e - min_e CE_e of an adversarial head h'
@@ -125,8 +125,9 @@ class TRM(Algorithm):
             head = self.heads[q]
             loss_q = F.cross_entropy(head(features[q]), labels[q])
             (grad_q,) = autograd.grad(loss_q, head.weight, create_graph=True)
+            weights = self.alpha[q].clone()
             losses_p = [
-                F.cross_entropy(head(features[i]), labels[i]) * self.alpha[q, i]
+                F.cross_entropy(head(features[i]), labels[i]) * weights[i]
                 for i in range(n)
                 if i != q
             ]
