@@ -6,7 +6,7 @@ import argparse
 
 from dgalign.tracking import LOGGERS
 from dgalign.train import RunConfig, run_training
-from dgalign.train.config import DEVICES
+from dgalign.train.config import DEVICES, TASKS
 from dgalign.utils.progress import add_progress_flag
 
 
@@ -90,6 +90,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=100,
         help="first step whose weights enter the average (default: 100, as Arpit et al.)",
     )
+    _option(
+        parser,
+        "swad",
+        action="store_true",
+        help="also keep SWAD's dense average over the validation-loss valley (Cha et al.) and "
+        "evaluate it after the last step (swad_env*_acc in the last record, model_swad.pt)",
+    )
+    _option(
+        parser,
+        "task",
+        choices=TASKS,
+        default="domain_generalization",
+        help="domain_adaptation also passes unlabelled test-environment data to update",
+    )
+    _option(
+        parser,
+        "uda-holdout-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of each test environment's in split held out as unlabelled uda split",
+    )
+    _option(
+        parser,
+        "save-model-every-checkpoint",
+        action="store_true",
+        help="also write model_step{N}.pt at every checkpoint",
+    )
+    _option(
+        parser,
+        "hparams-grid",
+        default=None,
+        help="fixed grid (e.g. swad) whose point --hparams-seed replaces the random draw",
+    )
     add_logger_option(parser)
     add_progress_flag(parser)
     parser.set_defaults(handler=run)
@@ -113,6 +146,11 @@ def run(args: argparse.Namespace) -> int:
         skip_model_save=args.skip_model_save,
         swa=args.swa,
         swa_start=args.swa_start,
+        swad=args.swad,
+        task=args.task,
+        uda_holdout_fraction=args.uda_holdout_fraction,
+        save_model_every_checkpoint=args.save_model_every_checkpoint,
+        hparams_grid=args.hparams_grid,
     )
     run_training(config, progress=args.progress, loggers=args.logger)
     return 0

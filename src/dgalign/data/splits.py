@@ -77,6 +77,21 @@ def split_environment(
     return in_, out
 
 
+def split_uda(
+    in_split: Subset, fraction: float, trial_seed: int, env_index: int
+) -> tuple[Subset, Subset]:
+    """DomainBed's domain-adaptation split of a test environment's `in` split: (`uda`, rest),
+    the first `int(len * fraction)` rows of its shuffle by `RandomState(seed_hash(trial seed,
+    env index))`. Both index the environment itself (no nested subsets)."""
+    uda, rest = split_dataset(
+        in_split, int(len(in_split) * fraction), seed_hash(trial_seed, env_index)
+    )
+    keys = in_split.keys
+    return Subset(in_split.dataset, keys[uda.keys].tolist()), Subset(
+        in_split.dataset, keys[rest.keys].tolist()
+    )
+
+
 class InfiniteBatchSampler:
     """Batches drawn with replacement, forever. Batch `t` is a pure function of
     (seed, stream, t), so resuming at step t needs no sampler state beyond the step."""

@@ -9,6 +9,7 @@ from typing import Any
 from dgalign.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("domain_generalization", "domain_adaptation")
 
 
 @dataclass
@@ -16,7 +17,12 @@ class RunConfig:
     """Everything that defines a run. `steps` / `checkpoint_freq` of None mean the dataset's
     defaults. `hparams` is a JSON object string of overrides (DomainBed's `--hparams`).
     `swa` also keeps the running mean of the weights from step `swa_start` on
-    (`dgalign.train.swa`) and evaluates it at every checkpoint."""
+    (`dgalign.train.swa`) and evaluates it at every checkpoint; `swad` keeps SWAD's valley
+    average (`dgalign.train.swad`) and evaluates it at the end. `task` "domain_adaptation"
+    passes unlabelled minibatches of the test environments' `uda` splits (a fraction
+    `uda_holdout_fraction` of their `in` splits) to `update`, as DomainBed.
+    `hparams_grid` names a fixed grid (`dgalign.sweep.protocols`) whose point `hparams_seed`
+    replaces the random draw."""
 
     dataset: str
     algorithm: str
@@ -34,6 +40,11 @@ class RunConfig:
     skip_model_save: bool = False
     swa: bool = False
     swa_start: int = 100
+    swad: bool = False
+    task: str = "domain_generalization"
+    uda_holdout_fraction: float = 0.0
+    save_model_every_checkpoint: bool = False
+    hparams_grid: str | None = None
 
     def validate(self, n_envs: int, env_names: tuple[str, ...] | list[str]) -> None:
         """Raise ConfigError with a one-line fix for any argument that cannot work."""
@@ -60,6 +71,17 @@ class RunConfig:
             raise ConfigError(f"--checkpoint-freq must be at least 1, got {self.checkpoint_freq}")
         if self.swa_start < 0:
             raise ConfigError(f"--swa-start must be at least 0, got {self.swa_start}")
+        if self.task not in TASKS:
+            raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not 0.0 <= self.uda_holdout_fraction < 1.0:
+            raise ConfigError(
+                f"--uda-holdout-fraction must be in [0, 1), got {self.uda_holdout_fraction}"
+            )
+        if self.task == "domain_adaptation" and self.uda_holdout_fraction <= 0.0:
+            raise ConfigError(
+                "--task domain_adaptation needs unlabelled test data: pass "
+                "--uda-holdout-fraction F with 0 < F < 1"
+            )
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
@@ -67,9 +89,8 @@ class RunConfig:
         """The `args` field of every record: our arguments plus DomainBed's extra keys, so
         DomainBed's `collect_results` can read our runs."""
         args = dataclasses.asdict(self)
-        args.update(
-            task="domain_generalization", uda_holdout_fraction=0, save_model_every_checkpoint=False
-        )
+        if not args["hparams_grid"]:
+            args.pop("hparams_grid")
         return args
 
     def identity(self) -> dict[str, Any]:
@@ -81,4 +102,17 @@ class RunConfig:
         if not self.swa:  # runs without SWA keep the identity they had before SWA existed
             ident.pop("swa")
             ident.pop("swa_start")
+        for key, default in NEWER_DEFAULTS.items():  # likewise for the later options
+            if ident[key] == default:
+                ident.pop(key)
         return ident
+
+
+#: Options added after run directories existed, with the value that leaves a run as it was.
+NEWER_DEFAULTS: dict[str, Any] = {
+    "swad": False,
+    "task": "domain_generalization",
+    "uda_holdout_fraction": 0.0,
+    "save_model_every_checkpoint": False,
+    "hparams_grid": None,
+}

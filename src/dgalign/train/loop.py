@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from dgalign import algorithms
 from dgalign.data import get_dataset_class
-from dgalign.data.splits import InfiniteLoader, Subset, split_environment
+from dgalign.data.splits import InfiniteLoader, Subset, split_environment, split_uda
 from dgalign.errors import ConfigError, DGAlignError, TrainingDiverged
-from dgalign.hparams import resolve_hparams
+from dgalign.hparam_grids import run_hparams
 from dgalign.tracking import Tracking
+from dgalign.train.adaptation import UnlabelledBatches
 from dgalign.train.config import RunConfig
 from dgalign.train.diagnostics import curvature_diagnostics
 from dgalign.train.evaluate import accuracy
@@ -37,6 +38,7 @@ from dgalign.train.lock import run_lock
 from dgalign.train.rundir import RunDirectory
 from dgalign.train.state import load_checkpoint, restore, save_checkpoint
 from dgalign.train.swa import CheckpointView, WeightAverage
+from dgalign.train.swad import SWAD, SWADCheckpointView, evaluate_swad, validation_loss
 from dgalign.train.tee import tee_output
 from dgalign.utils.io import atomic_torch_save
 from dgalign.utils.progress import progress_bar
@@ -86,9 +88,7 @@ def run_training(
     dataset_cls = get_dataset_class(config.dataset)
     algorithm_cls = algorithms.get(config.algorithm)
     config.validate(len(dataset_cls.ENVIRONMENTS), dataset_cls.ENVIRONMENTS)
-    hparams = resolve_hparams(
-        config.algorithm, config.dataset, config.hparams_seed, config.trial_seed, config.hparams
-    )
+    hparams = run_hparams(config)
     device = resolve_device(config.device)
     rundir = RunDirectory(config.output_dir)
     rundir.claim(config.identity())
@@ -134,10 +134,14 @@ def _train(
 
     in_splits: list[Subset] = []
     out_splits: list[Subset] = []
+    uda_splits: dict[int, Subset] = {}
     for env_index, environment in enumerate(dataset):
         in_, out = split_environment(
             environment, env_index, config.trial_seed, config.holdout_fraction
         )
+        if env_index in config.test_envs and config.uda_holdout_fraction > 0:
+            uda, in_ = split_uda(in_, config.uda_holdout_fraction, config.trial_seed, env_index)
+            uda_splits[env_index] = uda
         in_splits.append(in_)
         out_splits.append(out)
     train_envs = [i for i in range(len(dataset)) if i not in config.test_envs]
@@ -149,10 +153,17 @@ def _train(
     ]
     steps_per_epoch = min(len(in_splits[i]) / batch_size for i in train_envs)
 
+    unlabelled = None
+    if config.task == "domain_adaptation":
+        unlabelled = UnlabelledBatches(uda_splits, batch_size, config.seed, device, algorithm_cls)
+
     algorithm = algorithm_cls(dataset.input_shape, dataset.num_classes, len(train_envs), hparams)
     algorithm.to(device)
     average = WeightAverage(algorithm, config.swa_start) if config.swa else None
     checkpointed = algorithm if average is None else CheckpointView(algorithm, average)
+    swad = SWAD(algorithm) if config.swad else None
+    if swad is not None:
+        checkpointed = SWADCheckpointView(checkpointed, swad)
 
     start_step, records = 0, []
     if rundir.checkpoint.exists():
@@ -174,9 +185,14 @@ def _train(
         for step in range(start_step, n_steps):
             step_start = time.time()
             minibatches = [loader.batch(step) for loader in loaders]
-            values = algorithm.update(minibatches)
+            if unlabelled is None:
+                values = algorithm.update(minibatches)
+            else:
+                values = unlabelled.update(algorithm, minibatches, step)
             if average is not None:
                 average.update(algorithm, step)
+            if swad is not None:
+                swad.update(algorithm, step)
             for key, value in values.items():
                 if not math.isfinite(value):
                     last = records[-1]["step"] if records else None
@@ -195,6 +211,12 @@ def _train(
                 for i in range(len(dataset)):
                     record[f"env{i}_in_acc"] = accuracy(algorithm, in_splits[i], device)
                     record[f"env{i}_out_acc"] = accuracy(algorithm, out_splits[i], device)
+                for i, uda in uda_splits.items():
+                    record[f"env{i}_uda_acc"] = accuracy(algorithm, uda, device)
+                if swad is not None:
+                    loss = validation_loss(algorithm, [out_splits[i] for i in train_envs], device)
+                    swad.close_segment(loss)
+                    record["swad_val_loss"] = loss
                 if average is not None:
                     bn_batches = (
                         torch.cat([loader.batch(s)[0] for loader in loaders])
@@ -212,31 +234,47 @@ def _train(
                 records.append(record)
                 rundir.write_records(records)
                 save_checkpoint(rundir.checkpoint, checkpointed, step + 1, args)
+                if config.save_model_every_checkpoint and not config.skip_model_save:
+                    _save_model(rundir.path / f"model_step{step}.pt", algorithm, dataset, args)
                 tracking.log_record(record)  # after the record and checkpoint are on disk
                 window.clear()
                 summary = _summary(record, config.test_envs)
                 bar.set_postfix_str(summary)
                 tqdm.write(f"step {step}: {summary}", file=sys.stdout)
 
+    swad_model = None
+    if swad is not None and records:
+        swad_model, fields = evaluate_swad(
+            swad, algorithm, hparams, loaders, n_steps, in_splits, out_splits, device
+        )
+        records[-1].update(fields)
+        rundir.write_records(records)
     if not config.skip_model_save:
         saved = [(rundir.model, algorithm)]
         if average is not None:
             saved.append((rundir.path / "model_swa.pt", average.model))
+        if swad_model is not None:
+            saved.append((rundir.path / "model_swad.pt", swad_model))
         for path, model in saved:
-            atomic_torch_save(
-                path,
-                {
-                    "args": args,
-                    "model_input_shape": list(dataset.input_shape),
-                    "model_num_classes": dataset.num_classes,
-                    "model_num_domains": len(train_envs),
-                    "model_hparams": hparams,
-                    "model_dict": model.state_dict(),
-                },
-            )
+            _save_model(path, model, dataset, args)
     rundir.mark_done()
     rundir.checkpoint.unlink(missing_ok=True)
     return RunResult("completed", str(rundir.path), records)
+
+
+def _save_model(path, model, dataset, args: dict[str, Any]) -> None:
+    """Write `model` as DomainBed's model file: args, shapes, hparams and the state dict."""
+    atomic_torch_save(
+        path,
+        {
+            "args": args,
+            "model_input_shape": list(dataset.input_shape),
+            "model_num_classes": dataset.num_classes,
+            "model_num_domains": model.num_domains,
+            "model_hparams": model.hparams,
+            "model_dict": model.state_dict(),
+        },
+    )
 
 
 def _summary(record: dict[str, Any], test_envs: list[int]) -> str:

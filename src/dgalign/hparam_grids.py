@@ -1,0 +1,59 @@
+"""Fixed hyper-parameter grids that replace the random search of a sweep protocol, and the
+hyper-parameters a run uses.
+
+`swad` is the grid of Cha et al. (SWAD), which the FGMix paper's protocol follows: batch 32 per
+domain, `resnet_dropout` in {0, 0.1, 0.5}, `lr` in {1e-5, 3e-5, 5e-5}, `weight_decay` in
+{1e-4, 1e-6}; 18 points. A run of a grid has `hparams_grid` set and `hparams_seed` k in
+1..len(grid) naming point k: its hyper-parameters are the defaults (no random draw) updated with
+the point, then with `--hparams`. Distinct `hparams_seed`s keep the points apart for model
+selection, ours and DomainBed's `collect_results`, which group runs by that seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import TYPE_CHECKING, Any
+
+from dgalign.errors import ConfigError
+from dgalign.hparams import apply_overrides, resolve_hparams
+
+if TYPE_CHECKING:
+    from dgalign.train.config import RunConfig
+
+GRIDS: dict[str, list[dict[str, Any]]] = {
+    "swad": [
+        {"batch_size": 32, "lr": lr, "resnet_dropout": dropout, "weight_decay": wd}
+        for lr, dropout, wd in itertools.product((1e-5, 3e-5, 5e-5), (0.0, 0.1, 0.5), (1e-4, 1e-6))
+    ],
+}
+
+
+def grid_point(grid: str, index: int) -> dict[str, Any]:
+    """Point `index` (1-based, the run's hparams seed) of grid `grid`."""
+    if grid not in GRIDS:
+        raise ConfigError(f"unknown hyper-parameter grid {grid!r}; valid: {', '.join(GRIDS)}")
+    points = GRIDS[grid]
+    if not 1 <= index <= len(points):
+        raise ConfigError(
+            f"grid {grid} has points 1..{len(points)} (the hparams seed); got {index}"
+        )
+    return dict(points[index - 1])
+
+
+def run_hparams(config: RunConfig) -> dict[str, Any]:
+    """The hyper-parameters of a run: DomainBed's default or random draw with `--hparams`, or
+    for a grid run the defaults, the grid point, then `--hparams` (module docstring)."""
+    if not config.hparams_grid:
+        return resolve_hparams(
+            config.algorithm, config.dataset, config.hparams_seed, config.trial_seed,
+            config.hparams,
+        )  # fmt: skip
+    point = grid_point(config.hparams_grid, config.hparams_seed)
+    hparams = apply_overrides(resolve_hparams(config.algorithm, config.dataset, 0, 0), point)
+    return apply_overrides(hparams, config.hparams)
+
+
+def grid_overrides_json(grid: str, index: int) -> str:
+    """The point as the JSON a user would pass to `--hparams` (for logs)."""
+    return json.dumps(grid_point(grid, index), sort_keys=True)
