@@ -11,6 +11,7 @@ from pathlib import Path
 from dgalign.cli.train_cmd import add_logger_option
 from dgalign.errors import ConfigError
 from dgalign.sweep import LAUNCHERS, JobState, LauncherOptions, SweepSpec, make_launcher
+from dgalign.sweep.jobs import PROTOCOLS
 from dgalign.sweep.state import count_states, format_counts
 from dgalign.sweep.status import deletable, delete_run_dirs, job_states, print_status, scan_jobs
 
@@ -58,6 +59,15 @@ def _grid_options(parser: argparse.ArgumentParser, required: bool) -> None:
     _option(parser, "holdout-fraction", type=float, default=0.2, help="out split fraction")
     _option(parser, "data-dir", default=None, help="data directory (not part of the job hash)")
     _option(parser, "seed", type=int, default=0, help="0 = DomainBed's per-job seeds")
+    _option(
+        parser,
+        "protocol",
+        choices=PROTOCOLS,
+        default="domainbed",
+        help="domainbed: random hyper-parameter search; swad: Cha et al.'s fixed 18-point grid "
+        "(batch 32, lr {1e-5,3e-5,5e-5}, dropout {0,0.1,0.5}, weight decay {1e-4,1e-6}), "
+        "--swad in every run, single test envs",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -161,6 +171,7 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
         data_dir=args.data_dir,
         seed=args.seed,
         loggers=list(getattr(args, "logger", [])),
+        protocol=args.protocol,
     )
     if Path(spec.output_dir).exists() and not Path(spec.output_dir).is_dir():
         raise ConfigError(f"--output-dir {spec.output_dir} exists and is not a directory")

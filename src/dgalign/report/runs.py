@@ -9,7 +9,9 @@ Runs trained with `dgalign train --swa` also evaluate the weight average at ever
 (`swa_env{i}_in_acc`, `swa_env{i}_out_acc`). `with_swa_runs` adds, for every (dataset,
 algorithm) whose records have them, a twin of each of its runs named "<algorithm> + SWA" whose
 records hold the averaged model's accuracies under the `env*` keys, so model selection, tables
-and plots treat the average as one more algorithm.
+and plots treat the average as one more algorithm. Runs trained with `--swad` hold the SWAD
+model's accuracies (`swad_env{i}_*_acc`) in their last record; their twin "<algorithm> + SWAD"
+has that one record.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 Record = dict[str, Any]
 RunKey = tuple[str, str, int, tuple[int, ...], int]  # dataset, algorithm, trial, test envs, hp
 SWA_SUFFIX = " + SWA"  # the algorithm name of a run's weight average
+SWAD_SUFFIX = " + SWAD"  # ... and of its SWAD average (`--swad`: the last record only)
+AVERAGES = (("swa_", SWA_SUFFIX), ("swad_", SWAD_SUFFIX))
 _ENV_ACC = re.compile(r"env\d+_(in|out)_acc")
 
 
@@ -129,49 +133,58 @@ def report_records(runs: list[Run], include_incomplete: bool = False) -> list[Re
     ]
 
 
-def swa_record(record: Record) -> Record | None:
-    """`record` as the weight average's record: the `swa_env*` accuracies under the `env*` keys
-    and " + SWA" appended to `args.algorithm`; None unless every `env*` accuracy has its
-    `swa_` counterpart."""
+def swa_record(record: Record, prefix: str = "swa_", suffix: str = SWA_SUFFIX) -> Record | None:
+    """`record` as the weight average's record: the `swa_env*` (`prefix`) accuracies under the
+    `env*` keys and " + SWA" (`suffix`) appended to `args.algorithm`; None unless every `env*`
+    accuracy has its counterpart."""
     accs = [k for k in record if _ENV_ACC.fullmatch(k)]
-    if not accs or any(f"swa_{k}" not in record for k in accs):
+    if not accs or any(f"{prefix}{k}" not in record for k in accs):
         return None
+    n = len(prefix)
     twin = {
         k: v
         for k, v in record.items()
-        if not _ENV_ACC.fullmatch(k) and not (k.startswith("swa_") and _ENV_ACC.fullmatch(k[4:]))
+        if not _ENV_ACC.fullmatch(k) and not (k.startswith(prefix) and _ENV_ACC.fullmatch(k[n:]))
     }
-    twin.update({k: record[f"swa_{k}"] for k in accs})
-    twin["args"] = {**record["args"], "algorithm": record["args"]["algorithm"] + SWA_SUFFIX}
+    twin.update({k: record[f"{prefix}{k}"] for k in accs})
+    twin["args"] = {**record["args"], "algorithm": record["args"]["algorithm"] + suffix}
     return twin
 
 
 def with_swa_runs(runs: list[Run]) -> list[Run]:
     """`runs` and, for each (dataset, algorithm) with weight-average accuracies in any record,
-    the "<algorithm> + SWA" twin of each of its runs (finished or not, so notes on missing jobs
-    apply to both rows); a twin holds the records that have them. Twins already in `runs` are
-    replaced, so calling this twice changes nothing."""
+    the "<algorithm> + SWA" (and "+ SWAD") twin of each of its runs (finished or not, so notes
+    on missing jobs apply to both rows); a twin holds the records that have them. Twins already
+    in `runs` are replaced, so calling this twice changes nothing."""
     runs = [r for r in runs if not r.swa_twin]
-    twins: dict[int, list[Record]] = {}
-    with_swa: set[tuple[str, str]] = set()
-    for i, run in enumerate(runs):
-        if run.key is None:
-            continue
-        twins[i] = [t for r in run.records if (t := swa_record(r)) is not None]
-        if twins[i]:
-            with_swa.add(run.key[:2])
-    extra = [
-        Run(
-            run.path,
-            {**run.args, "algorithm": run.key[1] + SWA_SUFFIX},
-            run.state,
-            twins[i],
-            swa_twin=True,
-        )
-        for i, run in enumerate(runs)
-        if run.key is not None and run.key[:2] in with_swa
-    ]
+    extra: list[Run] = []
+    for prefix, suffix in AVERAGES:
+        twins: dict[int, list[Record]] = {}
+        with_avg: set[tuple[str, str]] = set()
+        for i, run in enumerate(runs):
+            if run.key is None:
+                continue
+            twins[i] = [t for r in run.records if (t := swa_record(r, prefix, suffix))]
+            if twins[i]:
+                with_avg.add(run.key[:2])
+        extra += [
+            Run(
+                run.path,
+                {**run.args, "algorithm": run.key[1] + suffix},
+                run.state,
+                twins[i],
+                swa_twin=True,
+            )
+            for i, run in enumerate(runs)
+            if run.key is not None and run.key[:2] in with_avg
+        ]
     return runs + extra
+
+
+def _base_name(name: str) -> str:
+    for _, suffix in AVERAGES:
+        name = name.removesuffix(suffix)
+    return name
 
 
 def order_names(seen: list[str], known: list[str]) -> list[str]:
@@ -189,12 +202,11 @@ def dataset_names(runs: list[Run]) -> list[str]:
 def algorithm_names(runs: list[Run]) -> list[str]:
     from dgalign import algorithms
 
-    names = order_names(
-        [r.key[1].removesuffix(SWA_SUFFIX) for r in runs if r.key], algorithms.names()
-    )
+    names = order_names([_base_name(r.key[1]) for r in runs if r.key], algorithms.names())
     present = {r.key[1] for r in runs if r.key}
-    # each "X + SWA" right after X
-    return [n for name in names for n in (name, name + SWA_SUFFIX) if n in present]
+    # each "X + SWA" and "X + SWAD" right after X
+    suffixes = ("", *(suffix for _, suffix in AVERAGES))
+    return [n for name in names for n in (name + x for x in suffixes) if n in present]
 
 
 # Environment names of DomainBed's datasets dgalign does not register (yet), for the columns.

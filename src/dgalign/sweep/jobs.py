@@ -20,6 +20,8 @@ from typing import Any
 from dgalign.errors import ConfigError
 from dgalign.utils.seeding import seed_hash
 
+PROTOCOLS = ("domainbed", "swad")
+
 
 def held_out_sets(n_envs: int, single_only: bool) -> list[list[int]]:
     """Every single test env, and (unless `single_only`) every pair, in DomainBed's order:
@@ -57,6 +59,10 @@ class Job:
         """The arguments of `dgalign train` that run this job (no progress bar)."""
         argv = ["train"]
         for key, value in sorted(self.train_args.items()):
+            if isinstance(value, bool):  # store_true flags
+                if value:
+                    argv.append("--" + key.replace("_", "-"))
+                continue
             argv.append("--" + key.replace("_", "-"))
             if isinstance(value, list):
                 argv.extend(str(v) for v in value)
@@ -94,7 +100,12 @@ class SweepSpec:
 
     `n_hparams` is an exclusive upper bound, as DomainBed's: seeds n_hparams_from .. n_hparams-1
     (seed 0 is the default configuration). `seed` 0 gives DomainBed's per-job seeds; any other
-    value is mixed into them."""
+    value is mixed into them.
+
+    `protocol` "swad" is Cha et al.'s protocol (the FGMix paper's): the 18 points of the fixed
+    grid `hparam_grids.GRIDS["swad"]` instead of random draws (hparams seeds 1..18 name the
+    points; `n_hparams*` are ignored), SWAD on in every run, single test environments only
+    (training-domain validation needs no pairs)."""
 
     output_dir: str
     datasets: list[str]
@@ -110,6 +121,7 @@ class SweepSpec:
     data_dir: str | None = None
     seed: int = 0
     loggers: list[str] = field(default_factory=list)  # every job's `--logger`s
+    protocol: str = "domainbed"
     env_counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     def validate(self) -> None:
@@ -119,6 +131,10 @@ class SweepSpec:
         from dgalign.hparams import resolve_hparams
         from dgalign.tracking import check_loggers
 
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
         if not self.datasets:
             raise ConfigError("--datasets needs at least one dataset name")
         if not self.algorithms:
@@ -151,13 +167,23 @@ class SweepSpec:
             self.env_counts[dataset] = len(get_dataset_class(dataset).ENVIRONMENTS)
         return self.env_counts[dataset]
 
+    def hparams_seeds(self) -> range:
+        """The hyper-parameter seeds of every (dataset, algorithm, test envs): the random
+        draws, or the points of the protocol's grid."""
+        if self.protocol == "swad":
+            from dgalign.hparam_grids import GRIDS
+
+            return range(1, len(GRIDS["swad"]) + 1)
+        return range(self.n_hparams_from, self.n_hparams)
+
     def iter_train_args(self) -> Iterator[dict[str, Any]]:
         """Train arguments of every job, in DomainBed's order."""
+        single = self.single_test_envs or self.protocol == "swad"
         for trial_seed in range(self.n_trials):
             for dataset in self.datasets:
                 for algorithm in self.algorithms:
-                    for test_envs in held_out_sets(self.n_envs(dataset), self.single_test_envs):
-                        for hparams_seed in range(self.n_hparams_from, self.n_hparams):
+                    for test_envs in held_out_sets(self.n_envs(dataset), single):
+                        for hparams_seed in self.hparams_seeds():
                             yield self._train_args(
                                 dataset, algorithm, test_envs, hparams_seed, trial_seed
                             )
@@ -176,6 +202,8 @@ class SweepSpec:
         optional = {"steps": self.steps, "checkpoint_freq": self.checkpoint_freq}
         optional["hparams"] = self.hparams
         args.update({k: v for k, v in optional.items() if v is not None})
+        if self.protocol == "swad":
+            args.update(hparams_grid="swad", swad=True)
         return args
 
     def jobs(self) -> list[Job]:
@@ -189,11 +217,10 @@ class SweepSpec:
 
     def shape(self) -> str:
         """The grid as a product, e.g. `2 trials x 1 dataset x 2 algorithms x ...`."""
-        env_sets = sorted(
-            {len(held_out_sets(self.n_envs(d), self.single_test_envs)) for d in self.datasets}
-        )
+        single = self.single_test_envs or self.protocol == "swad"
+        env_sets = sorted({len(held_out_sets(self.n_envs(d), single)) for d in self.datasets})
         sets = "/".join(map(str, env_sets))
-        n_h = self.n_hparams - self.n_hparams_from
+        n_h = len(self.hparams_seeds())
         return (
             f"{self.n_trials} trial(s) x {len(self.datasets)} dataset(s) x "
             f"{len(self.algorithms)} algorithm(s) x {sets} test-env set(s) x {n_h} hparams seed(s)"
