@@ -27,6 +27,8 @@ from dgalign.algorithms import causal  # noqa: F401  (CausIRL_CORAL, CausIRL_MMD
 from dgalign.algorithms import risk_distribution  # noqa: F401  (EQRM, RDM)
 from dgalign.algorithms import disentangle  # noqa: F401  (ADRMX)
 from dgalign.algorithms import uniform  # noqa: F401  (URM)
+from dgalign.algorithms import normalization  # noqa: F401  (CNSN)
+from dgalign.algorithms import meta_mixup  # noqa: F401  (MetaMixup)
 
 # isort: on
 from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Minibatches
