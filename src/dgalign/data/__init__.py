@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from dgalign.data.base import MultipleEnvironmentDataset, TensorEnvironment
-from dgalign.data.debug import Debug28
-from dgalign.data.images import PACS, VLCS, DomainNet, OfficeHome, TerraIncognita
+from dgalign.data.debug import Debug28, Debug224
+from dgalign.data.images import PACS, SVIRO, VLCS, DomainNet, OfficeHome, TerraIncognita
 from dgalign.data.mnist import ColoredMNIST, RotatedMNIST
+from dgalign.data.spawrious import SPAWRIOUS_DATASETS
 from dgalign.data.wilds_datasets import WILDSCamelyon, WILDSFMoW
 from dgalign.errors import ConfigError
 
@@ -26,6 +27,9 @@ DATASETS: dict[str, type[MultipleEnvironmentDataset]] = {
     "DomainNet": DomainNet,
     "WILDSCamelyon": WILDSCamelyon,
     "WILDSFMoW": WILDSFMoW,
+    "Debug224": Debug224,
+    "SVIRO": SVIRO,
+    **SPAWRIOUS_DATASETS,
 }
 
 
@@ -45,9 +49,11 @@ def build_dataset(name: str, data_dir: str | Path | None) -> MultipleEnvironment
 __all__ = [
     "DATASETS",
     "PACS",
+    "SVIRO",
     "VLCS",
     "ColoredMNIST",
     "Debug28",
+    "Debug224",
     "DomainNet",
     "MultipleEnvironmentDataset",
     "OfficeHome",

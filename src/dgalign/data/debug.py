@@ -35,3 +35,31 @@ class Debug28(MultipleEnvironmentDataset):
             x[:, 0] += 0.5 * sign[:, None, None]
             x[:, 1] += 1.0 * spurious[:, None, None]
             self.datasets.append(TensorEnvironment(x, y))
+
+
+class DomainBedDebug(MultipleEnvironmentDataset):
+    """DomainBed's debug data: three environments of 16 Gaussian-noise inputs with random
+    binary labels (nothing to learn; for smoke tests of the pipeline). DomainBed draws them
+    from the global RNG; here from a generator with a fixed seed, so every run sees the same
+    data."""
+
+    ENVIRONMENTS = ("0", "1", "2")
+    N_STEPS = 5001
+    CHECKPOINT_FREQ = 100
+    num_classes = 2
+    SAMPLES_PER_ENV = 16
+    SEED = 0
+
+    def __init__(self, root: object = None, test_envs: object = None, hparams: object = None):
+        super().__init__()
+        generator = torch.Generator().manual_seed(self.SEED)
+        for _ in self.ENVIRONMENTS:
+            x = torch.randn(self.SAMPLES_PER_ENV, *self.input_shape, generator=generator)
+            y = torch.randint(0, self.num_classes, (self.SAMPLES_PER_ENV,), generator=generator)
+            self.datasets.append(TensorEnvironment(x, y))
+
+
+class Debug224(DomainBedDebug):
+    """DomainBed's Debug224: 3 x 16 noise images of 3 x 224 x 224, 2 random classes."""
+
+    input_shape = (3, 224, 224)

@@ -33,6 +33,9 @@ from dgalign.errors import DataError
 # As DomainBed: a few images in these datasets are truncated JPEGs; decode what is there.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 
+#: Class folder names of fake copies of datasets whose classes the manifest does not list.
+FAKE_CLASSES = ("class_a", "class_b", "class_c")
+
 #: File endings read as images (torchvision's IMG_EXTENSIONS, compared lower-case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -185,8 +188,16 @@ class DomainNet(MultipleEnvironmentImageFolder):
     SPEC = MANIFEST["DomainNet"]
 
 
+class SVIRO(MultipleEnvironmentImageFolder):
+    """SVIRO (synthetic vehicle interior rear seat occupancy), DomainBed's version: ten vehicle
+    interiors as environments (aclass, escape, hilux, i3, lexus, tesla, tiguan, tucson, x5,
+    zoe); classes are the class folders found."""
+
+    SPEC = MANIFEST["SVIRO"]
+
+
 IMAGE_DATASETS: dict[str, type[MultipleEnvironmentImageFolder]] = {
-    cls.__name__: cls for cls in (VLCS, PACS, OfficeHome, TerraIncognita, DomainNet)
+    cls.__name__: cls for cls in (VLCS, PACS, OfficeHome, TerraIncognita, DomainNet, SVIRO)
 }
 
 
@@ -205,7 +216,8 @@ def write_fake_dataset(
     spec = MANIFEST[name]
     rng = np.random.default_rng(seed)
     folder = Path(data_dir) / spec.directory
-    classes = spec.classes[:classes_per_env] if classes_per_env else spec.classes
+    known = spec.classes or FAKE_CLASSES
+    classes = known[:classes_per_env] if classes_per_env else known
     width, height = image_size
     for env_dir in spec.env_dirs:
         for k, cls in enumerate(classes):

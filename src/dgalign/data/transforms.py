@@ -46,3 +46,19 @@ def train_transform(size: int = 224, resize_first: bool = False) -> Transform:
         t.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ]
     return t.Compose(steps)
+
+
+def spawrious_train_transform(size: int = 224) -> Transform:
+    """DomainBed's Spawrious augmentation: Resize((size, size)), horizontal flip, colour jitter
+    0.3, random grayscale 0.1, tensor, normalisation (no random crop)."""
+    t = _torchvision_transforms()
+    return t.Compose(
+        [
+            t.Resize((size, size)),
+            t.RandomHorizontalFlip(),
+            t.ColorJitter(0.3, 0.3, 0.3, 0.3),
+            t.RandomGrayscale(p=0.1),
+            t.ToTensor(),
+            t.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
