@@ -278,3 +278,31 @@ def test_data_check_cli_reports_per_environment_differences(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Caltech101" in out and "1415" in out and "-1405" in out and "MISMATCH" in out
     assert "total" in out and "10729" in out and "-10689" in out
+
+
+def test_md5_mismatch_is_one_line_naming_both_digests_and_no_verify_skips_it(server, tmp_path):
+    server.files["PACS.zip"] = _pacs_zip()
+    found = hashlib.md5(server.files["PACS.zip"]).hexdigest()
+    bad = dataclasses.replace(server.remote("PACS.zip", sha256=False), md5="f" * 32)
+    spec = _small_spec("PACS", downloads=(bad,))
+    with pytest.raises(DataError) as err:
+        fetch_image_dataset(spec, tmp_path, FAST, log=lambda s: None)
+    message = str(err.value)
+    assert "\n" not in message and f"md5 {found}, expected {'f' * 32}" in message
+    assert "--no-verify" in message
+    folder = fetch_image_dataset(spec, tmp_path, FAST, log=lambda s: None, verify=False)
+    assert (folder / "photo").is_dir()
+
+
+def test_manifest_records_the_public_digests():
+    from dgalign.data.manifest import MANIFEST
+
+    assert MANIFEST["PACS"].downloads[0].md5 == "fd5db817f7cdafeef3bfd525aaf9b42e"
+    assert MANIFEST["VLCS"].downloads[0].md5 == "8870171eba660927d9668f4e515928e4"
+    assert MANIFEST["OfficeHome"].downloads[0].md5 == "b1c14819770c4448fd5b6d931031c91c"
+    zips = {r.filename: (r.size, r.sha256) for r in MANIFEST["DomainNet"].downloads}
+    assert zips["quickdraw.zip"] == (
+        459920701,
+        "9f37df2a8c3733703dbb35ad9964202a65f675ca30137756457537536b485d84",
+    )
+    assert all(size and len(digest) == 64 for size, digest in zips.values())

@@ -12,7 +12,7 @@ import argparse
 from dgalign.utils.progress import add_progress_flag
 
 SOURCES = ("local", "mirror", "registry")
-IMAGE_NAMES = ("VLCS", "PACS", "OfficeHome", "TerraIncognita", "DomainNet")
+IMAGE_NAMES = ("VLCS", "PACS", "OfficeHome", "TerraIncognita", "DomainNet", "SVIRO")
 WILDS_NAMES = ("WILDSCamelyon", "WILDSFMoW")
 FETCH_NAMES = ("mnist", *IMAGE_NAMES, *WILDS_NAMES)
 
@@ -59,6 +59,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="image datasets: keep the downloaded archives in DATA_DIR/downloads",
     )
+    fetch.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="image datasets: do not compare sizes and digests with the recorded ones",
+    )
     _data_dir_option(fetch)
     add_progress_flag(fetch)
     fetch.set_defaults(handler=run_fetch)
@@ -95,7 +100,11 @@ def run_fetch(args: argparse.Namespace) -> int:
     from dgalign.data.manifest import MANIFEST
 
     fetch_images.fetch_image_dataset(
-        MANIFEST[args.name], data_dir, options, keep_archives=args.keep_archives
+        MANIFEST[args.name],
+        data_dir,
+        options,
+        keep_archives=args.keep_archives,
+        verify=not args.no_verify,
     )
     return 0
 

@@ -33,18 +33,21 @@ from dgalign.data.manifest import (
 )
 from dgalign.data.sources.download import DownloadFailed, DownloadOptions, download_once
 from dgalign.errors import DataError
-from dgalign.utils.hashing import sha256_of
+from dgalign.utils.hashing import md5_of, sha256_of
 
 Log = Callable[[str], None]
 
 
-def _verify(path: Path, remote: Remote, archive: bool) -> str | None:
-    """Why `path` is not the expected file, or None when it passes every known check."""
+def _verify(path: Path, remote: Remote, archive: bool, verify: bool = True) -> str | None:
+    """Why `path` is not the expected file, or None when it passes every known check (with
+    `verify` false only the archive check: sizes and digests are skipped)."""
     size = path.stat().st_size
-    if remote.size is not None and size != remote.size:
-        return f"size {size} bytes, expected {remote.size}"
-    if remote.sha256 is not None and (digest := sha256_of(path)) != remote.sha256:
-        return f"sha256 {digest}, expected {remote.sha256}"
+    if verify and remote.size is not None and size != remote.size:
+        return f"size {size} bytes, expected {remote.size} (--no-verify skips this check)"
+    if verify and remote.sha256 is not None and (digest := sha256_of(path)) != remote.sha256:
+        return f"sha256 {digest}, expected {remote.sha256} (--no-verify skips this check)"
+    if verify and remote.md5 is not None and (digest := md5_of(path)) != remote.md5:
+        return f"md5 {digest}, expected {remote.md5} (--no-verify skips this check)"
     if archive and archive_kind(path) is None:
         return "not a zip or tar archive (a web page from the host, such as a quota notice?)"
     return None
@@ -57,12 +60,13 @@ def download(
     log: Log,
     manual: str,
     archive: bool = True,
+    verify: bool = True,
 ) -> Path:
     """`folder/remote.filename`, downloaded (resuming a `.part`) unless a good copy is there."""
     final = folder / remote.filename
     fix = f"download {remote.url} by hand to {final} and rerun, or {manual}"
     if final.is_file():
-        problem = _verify(final, remote, archive)
+        problem = _verify(final, remote, archive, verify)
         if problem is None:
             log(f"{final} already downloaded")
             return final
@@ -79,7 +83,7 @@ def download(
                 raise DataError(f"could not download {remote.url} ({err}); {fix}") from None
             log(f"{remote.url}: {err}; retrying")
             time.sleep(options.backoff_s * 2**attempt)
-    problem = _verify(part, remote, archive)
+    problem = _verify(part, remote, archive, verify)
     if problem is not None:
         part.unlink()
         raise DataError(f"{remote.url} gave a bad file ({problem}); deleted it. Rerun, or {fix}")
@@ -101,8 +105,10 @@ def fetch_image_dataset(
     keep_archives: bool = False,
     log: Log = print,
     duplicates: Remote = DOMAINNET_DUPLICATES,
+    verify: bool = True,
 ) -> Path:
-    """Download, extract and lay out `spec` under `data_dir`; return the dataset folder."""
+    """Download, extract and lay out `spec` under `data_dir`; return the dataset folder
+    (`verify` false: do not compare sizes and digests with the manifest's)."""
     options = options or DownloadOptions()
     target = Path(data_dir) / spec.directory
     if target.exists():
@@ -114,8 +120,10 @@ def fetch_image_dataset(
     downloads = Path(data_dir) / "downloads"
     files = []
     if spec.layout == "domainnet":  # small, and needed last: fail early if it is unreachable
-        files.append(download(duplicates, downloads, options, log, manual, archive=False))
-    files += [download(r, downloads, options, log, manual) for r in spec.downloads]
+        files.append(
+            download(duplicates, downloads, options, log, manual, archive=False, verify=verify)
+        )
+    files += [download(r, downloads, options, log, manual, verify=verify) for r in spec.downloads]
     staging = Path(data_dir) / f".{spec.directory}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     archives = files[1:] if spec.layout == "domainnet" else files

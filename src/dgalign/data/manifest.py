@@ -2,13 +2,13 @@
 
 Sources are the ones DomainBed's `download.py` uses (Google Drive archives for VLCS, PACS and
 OfficeHome; the LILA blobs for TerraIncognita; the VisDA 2019 zips for DomainNet) plus DomainBed's
-own list of DomainNet duplicates. `sha256` and `size` are None wherever they are not known for
-certain: nothing in this table could be checked against the live sources when it was written (no
-network), so no checksum is invented; a None checksum is simply not checked, and every archive is
-still checked to be a zip or tar (a Google Drive quota page is caught there). Image counts: the
-totals are the protocol's (docs/protocols.md section 2); the per-environment counts are the
-published dataset statistics (they add up to those totals); TerraIncognita's per-location counts are
-not known here (None: `data check` compares the total only).
+own list of DomainNet duplicates. Digests are the ones public sources record (`PACS_MD5` and
+below); none could be checked against the live files here (no network), and where no source
+records one the field is None and nothing is checked; every archive is still checked to be a zip
+or tar (a Google Drive quota page is caught there). `dgalign data fetch --no-verify` skips the
+digests. Image counts: the totals are the protocol's (docs/protocols.md section 2); the per-environment counts are
+the published dataset statistics (they add up to those totals); TerraIncognita's per-location
+counts are not known here (None: `data check` compares the total only).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Remote:
-    """One file to download. `sha256`/`size` None: unknown, not checked."""
+    """One file to download. `sha256`/`md5`/`size` None: unknown, not checked."""
 
     url: str
     filename: str
     sha256: str | None = None
     size: int | None = None
+    md5: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,39 @@ class ImageDatasetSpec:
     homepage: str = ""
 
 
-def _gdrive(file_id: str, filename: str) -> Remote:
+def _gdrive(file_id: str, filename: str, md5: str | None = None) -> Remote:
     """A Google Drive file (the ids DomainBed downloads with gdown), through the direct-download
     endpoint that skips the virus-scan page for large files."""
     return Remote(
         f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t",
         filename,
+        md5=md5,
     )
+
+
+#: Digests recorded by public sources, none verified by us against the files (no network when
+#: they were entered): md5s of the Google Drive archives as third-party DomainBed loaders record
+#: them, sha256 and sizes of the DomainNet zips from TensorFlow Datasets' checksums.tsv.
+PACS_MD5 = "fd5db817f7cdafeef3bfd525aaf9b42e"
+VLCS_MD5 = "8870171eba660927d9668f4e515928e4"
+OFFICEHOME_MD5 = "b1c14819770c4448fd5b6d931031c91c"
+DOMAINNET_SHA256 = {
+    "clipart.zip": (1270909081, "f8f248a3e8bbc9868c523ae24e6601b4c2ad102afc60c0efeb4f3255df22354d"),
+    "infograph.zip": (
+        4338659804,
+        "891e14f476317e97b6f06d6498c11d0a5b8d0c8b57210765ed9beb072da611fa",
+    ),
+    "painting.zip": (
+        3679366174,
+        "fa47e6d405503ea0286cabd767f176bd30e988b63ddd7b9db16cf030c9770015",
+    ),
+    "quickdraw.zip": (
+        459920701,
+        "9f37df2a8c3733703dbb35ad9964202a65f675ca30137756457537536b485d84",
+    ),
+    "real.zip": (6062039589, "d7fe010b430c5b510f85d657d38c4a1924822695fabea4fef57bd00dba251d63"),
+    "sketch.zip": (2633992926, "23a7dbae7016b343e934399beaa8a68728fb5e570ebe2c71df9b75cf91c499fc"),
+}
 
 
 #: TerraIncognita: the camera locations and categories DomainBed keeps, and the names inside the
@@ -155,7 +182,7 @@ MANIFEST: dict[str, ImageDatasetSpec] = {
         classes=("bird", "car", "chair", "dog", "person"),
         total=10729,
         env_counts=(1415, 2656, 3282, 3376),
-        downloads=(_gdrive("1skwblH1_okBwxWxmRsp9_qi15hyPpxg8", "VLCS.tar.gz"),),
+        downloads=(_gdrive("1skwblH1_okBwxWxmRsp9_qi15hyPpxg8", "VLCS.tar.gz", VLCS_MD5),),
         layout="rename",
         extracted="VLCS",
         homepage="http://www.eecs.qmul.ac.uk/~dl307/project_iccv2017",
@@ -168,7 +195,7 @@ MANIFEST: dict[str, ImageDatasetSpec] = {
         classes=("dog", "elephant", "giraffe", "guitar", "horse", "house", "person"),
         total=9991,
         env_counts=(2048, 2344, 1670, 3929),
-        downloads=(_gdrive("1JFr8f805nMUelQWWmfnJR3y4_SYoN5Pd", "PACS.zip"),),
+        downloads=(_gdrive("1JFr8f805nMUelQWWmfnJR3y4_SYoN5Pd", "PACS.zip", PACS_MD5),),
         layout="rename",
         extracted="kfold",
         homepage="http://www.eecs.qmul.ac.uk/~dl307/project_iccv2017",
@@ -181,7 +208,9 @@ MANIFEST: dict[str, ImageDatasetSpec] = {
         classes=_OFFICEHOME_CLASSES,
         total=15588,
         env_counts=(2427, 4365, 4439, 4357),
-        downloads=(_gdrive("1uY0pj7oFsjMxRwaD3Sxy0jgel0fsYXLC", "office_home.zip"),),
+        downloads=(
+            _gdrive("1uY0pj7oFsjMxRwaD3Sxy0jgel0fsYXLC", "office_home.zip", OFFICEHOME_MD5),
+        ),
         layout="rename",
         extracted="OfficeHomeDataset_10072016",
         homepage="http://hemanthdv.org/OfficeHome-Dataset/",
@@ -218,7 +247,12 @@ MANIFEST: dict[str, ImageDatasetSpec] = {
         total=586575,
         env_counts=(48129, 51605, 72266, 172500, 172947, 69128),
         downloads=tuple(
-            Remote(_VISDA + path, path.rsplit("/", 1)[-1])
+            Remote(
+                _VISDA + path,
+                path.rsplit("/", 1)[-1],
+                sha256=DOMAINNET_SHA256[path.rsplit("/", 1)[-1]][1],
+                size=DOMAINNET_SHA256[path.rsplit("/", 1)[-1]][0],
+            )
             for path in (
                 "groundtruth/clipart.zip",
                 "infograph.zip",
