@@ -1,5 +1,12 @@
-"""Fixed hyper-parameter grids that replace the random search of a sweep protocol, and the
-hyper-parameters a run uses.
+"""Fixed hyper-parameter grids that replace the random search of a sweep protocol, the
+DomainBed version whose defaults a run follows, and the hyper-parameters a run uses.
+
+Defaults (`--defaults`): `domainbed-2020` (ours by default) follows DomainBed as published with
+its paper (Gulrajani & Lopez-Paz, 2020): torchvision's ResNet-50 ImageNet weights, BatchNorm
+frozen. `domainbed-main` follows DomainBed's main branch after its ERM++ pull request (#152),
+as read from public copies of its `hparams_registry.py` and `networks.py` (the commit could not
+be pinned here): timm's AugMix ResNet-50 (`resnet50_augmix`) on image datasets and `freeze_bn`
+false. Everything else is the same in both.
 
 `swad` is the grid of Cha et al. (SWAD), which the FGMix paper's protocol follows: batch 32 per
 domain, `resnet_dropout` in {0, 0.1, 0.5}, `lr` in {1e-5, 3e-5, 5e-5}, `weight_decay` in
@@ -20,6 +27,21 @@ from dgalign.hparams import apply_overrides, resolve_hparams
 
 if TYPE_CHECKING:
     from dgalign.train.config import RunConfig
+
+DEFAULTS = ("domainbed-2020", "domainbed-main")
+
+
+def profile_changes(profile: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """What `profile` changes in DomainBed-2020 defaults `hparams` (module docstring)."""
+    if profile not in DEFAULTS:
+        raise ConfigError(f"--defaults must be one of {', '.join(DEFAULTS)}, got {profile!r}")
+    if profile == "domainbed-2020":
+        return {}
+    changes: dict[str, Any] = {"freeze_bn": False}
+    if hparams.get("backbone") == "resnet50" and not hparams.get("resnet18", False):
+        changes["backbone"] = "resnet50_augmix"
+    return changes
+
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "swad": [
@@ -42,15 +64,16 @@ def grid_point(grid: str, index: int) -> dict[str, Any]:
 
 
 def run_hparams(config: RunConfig) -> dict[str, Any]:
-    """The hyper-parameters of a run: DomainBed's default or random draw with `--hparams`, or
-    for a grid run the defaults, the grid point, then `--hparams` (module docstring)."""
+    """The hyper-parameters of a run: DomainBed's default or random draw (for a grid run the
+    default and the grid point), changed by the `--defaults` profile, then `--hparams`."""
     if not config.hparams_grid:
-        return resolve_hparams(
-            config.algorithm, config.dataset, config.hparams_seed, config.trial_seed,
-            config.hparams,
-        )  # fmt: skip
-    point = grid_point(config.hparams_grid, config.hparams_seed)
-    hparams = apply_overrides(resolve_hparams(config.algorithm, config.dataset, 0, 0), point)
+        hparams = resolve_hparams(
+            config.algorithm, config.dataset, config.hparams_seed, config.trial_seed
+        )
+    else:
+        point = grid_point(config.hparams_grid, config.hparams_seed)
+        hparams = apply_overrides(resolve_hparams(config.algorithm, config.dataset, 0, 0), point)
+    hparams.update(profile_changes(config.defaults, hparams))
     return apply_overrides(hparams, config.hparams)
 
 

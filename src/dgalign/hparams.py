@@ -93,7 +93,8 @@ def base_hparam_space(dataset: str) -> list[HParam]:
             "backbone",
             "mnist_cnn" if small else "resnet50",
             const("mnist_cnn" if small else "resnet50"),
-            "featurizer: mnist_cnn, mlp, resnet18, resnet50 or vit_s16",
+            "featurizer: mnist_cnn, mlp, resnet18, resnet50, vit_s16, resnet50_augmix, "
+            "dinov2_vitb14 or clip_vitb16",
         ),
         HParam(
             "pretrained",
@@ -102,6 +103,8 @@ def base_hparam_space(dataset: str) -> list[HParam]:
             "ImageNet weights for resnet18/50 and vit_s16 (false: random init)",
         ),
         HParam("freeze_bn", True, const(True), "ResNet BatchNorm kept in eval mode (DomainBed)"),
+        HParam("vit_dropout", 0.0, choice([0.0, 0.1, 0.5]), "dropout on DINOv2 / CLIP features"),
+        HParam("vit_attn_tune", False, const(False), "DINOv2 / CLIP: train attention weights only"),
         HParam("amp", False, const(False), "CUDA: bfloat16 autocast, channels-last featurizer"),
         HParam("mlp_width", 256, int_log_uniform(2, 6, 10), "MLP featurizer width"),
         HParam("mlp_depth", 3, choice([3, 4, 5]), "MLP featurizer depth"),

@@ -68,6 +68,13 @@ def _grid_options(parser: argparse.ArgumentParser, required: bool) -> None:
         "(batch 32, lr {1e-5,3e-5,5e-5}, dropout {0,0.1,0.5}, weight decay {1e-4,1e-6}), "
         "--swad in every run, single test envs",
     )
+    _option(
+        parser,
+        "defaults",
+        choices=("domainbed-2020", "domainbed-main"),
+        default="domainbed-2020",
+        help="whose defaults every job follows (see `dgalign train --help`)",
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -172,6 +179,7 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
         seed=args.seed,
         loggers=list(getattr(args, "logger", [])),
         protocol=args.protocol,
+        defaults=args.defaults,
     )
     if Path(spec.output_dir).exists() and not Path(spec.output_dir).is_dir():
         raise ConfigError(f"--output-dir {spec.output_dir} exists and is not a directory")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dgalign.hparam_grids import DEFAULTS
 from dgalign.tracking import LOGGERS
 from dgalign.train import RunConfig, run_training
 from dgalign.train.config import DEVICES, TASKS
@@ -123,6 +124,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="fixed grid (e.g. swad) whose point --hparams-seed replaces the random draw",
     )
+    _option(
+        parser,
+        "defaults",
+        choices=DEFAULTS,
+        default="domainbed-2020",
+        help="whose defaults: domainbed-2020 (the paper's: torchvision ResNet-50, frozen "
+        "BatchNorm) or domainbed-main (AugMix ResNet-50 resnet50_augmix, freeze_bn false)",
+    )
     add_logger_option(parser)
     add_progress_flag(parser)
     parser.set_defaults(handler=run)
@@ -151,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         uda_holdout_fraction=args.uda_holdout_fraction,
         save_model_every_checkpoint=args.save_model_every_checkpoint,
         hparams_grid=args.hparams_grid,
+        defaults=args.defaults,
     )
     run_training(config, progress=args.progress, loggers=args.logger)
     return 0

@@ -62,8 +62,12 @@ class MNISTCNN(nn.Module):
         return self.avgpool(x).flatten(1)
 
 
-BACKBONES = ("mnist_cnn", "mlp", "resnet18", "resnet50", "vit_s16")
+BACKBONES = (
+    "mnist_cnn", "mlp", "resnet18", "resnet50", "vit_s16",
+    "resnet50_augmix", "dinov2_vitb14", "clip_vitb16",
+)  # fmt: skip
 IMAGE_BACKBONES = ("resnet18", "resnet50", "vit_s16")
+TIMM_BACKBONES = ("resnet50_augmix", "dinov2_vitb14", "clip_vitb16")
 
 
 def build_featurizer(input_shape: Sequence[int], hparams: dict[str, Any]) -> nn.Module:
@@ -79,6 +83,10 @@ def build_featurizer(input_shape: Sequence[int], hparams: dict[str, Any]) -> nn.
         from dgalign.networks.backbones import build_backbone
 
         return build_backbone(backbone, input_shape, hparams)
+    if backbone in TIMM_BACKBONES:
+        from dgalign.networks.timm_backbones import build_timm_backbone
+
+        return build_timm_backbone(backbone, input_shape, hparams)
     if backbone == "mlp":
         n_inputs = 1
         for size in input_shape:

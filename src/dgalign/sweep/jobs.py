@@ -122,6 +122,7 @@ class SweepSpec:
     seed: int = 0
     loggers: list[str] = field(default_factory=list)  # every job's `--logger`s
     protocol: str = "domainbed"
+    defaults: str = "domainbed-2020"
     env_counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     def validate(self) -> None:
@@ -204,6 +205,8 @@ class SweepSpec:
         args.update({k: v for k, v in optional.items() if v is not None})
         if self.protocol == "swad":
             args.update(hparams_grid="swad", swad=True)
+        if self.defaults != "domainbed-2020":  # the default keeps DomainBed's job hashes
+            args["defaults"] = self.defaults
         return args
 
     def jobs(self) -> list[Job]:

@@ -21,8 +21,8 @@ class RunConfig:
     average (`dgalign.train.swad`) and evaluates it at the end. `task` "domain_adaptation"
     passes unlabelled minibatches of the test environments' `uda` splits (a fraction
     `uda_holdout_fraction` of their `in` splits) to `update`, as DomainBed.
-    `hparams_grid` names a fixed grid (`dgalign.sweep.protocols`) whose point `hparams_seed`
-    replaces the random draw."""
+    `hparams_grid` names a fixed grid (`dgalign.hparam_grids`) whose point `hparams_seed`
+    replaces the random draw; `defaults` the DomainBed version whose defaults the run follows."""
 
     dataset: str
     algorithm: str
@@ -45,6 +45,7 @@ class RunConfig:
     uda_holdout_fraction: float = 0.0
     save_model_every_checkpoint: bool = False
     hparams_grid: str | None = None
+    defaults: str = "domainbed-2020"
 
     def validate(self, n_envs: int, env_names: tuple[str, ...] | list[str]) -> None:
         """Raise ConfigError with a one-line fix for any argument that cannot work."""
@@ -91,6 +92,8 @@ class RunConfig:
         args = dataclasses.asdict(self)
         if not args["hparams_grid"]:
             args.pop("hparams_grid")
+        if args["defaults"] == NEWER_DEFAULTS["defaults"]:
+            args.pop("defaults")
         return args
 
     def identity(self) -> dict[str, Any]:
@@ -115,4 +118,5 @@ NEWER_DEFAULTS: dict[str, Any] = {
     "uda_holdout_fraction": 0.0,
     "save_model_every_checkpoint": False,
     "hparams_grid": None,
+    "defaults": "domainbed-2020",
 }
