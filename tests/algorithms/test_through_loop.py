@@ -22,6 +22,7 @@ EARLY = {
 NEW = [
     "ERMPlusPlus", "TRM", "Transfer", "IB_ERM", "IB_IRM", "CAD", "CondCAD",
     "CausIRL_CORAL", "CausIRL_MMD", "EQRM", "RDM", "ADRMX", "URM",
+    "CNSN", "MetaMixup", "L2AOT",
 ]  # fmt: skip
 
 

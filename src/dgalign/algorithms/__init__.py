@@ -29,6 +29,7 @@ from dgalign.algorithms import disentangle  # noqa: F401  (ADRMX)
 from dgalign.algorithms import uniform  # noqa: F401  (URM)
 from dgalign.algorithms import normalization  # noqa: F401  (CNSN)
 from dgalign.algorithms import meta_mixup  # noqa: F401  (MetaMixup)
+from dgalign.algorithms import novel_domains  # noqa: F401  (L2AOT)
 
 # isort: on
 from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Minibatches
