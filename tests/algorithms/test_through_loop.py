@@ -18,11 +18,12 @@ EARLY = {
     "IB_IRM": {"ib_penalty_anneal_iters": 2, "irm_penalty_anneal_iters": 3},
     "EQRM": {"eqrm_burnin_iters": 2},
     "RDM": {"rdm_penalty_anneal_iters": 2},
+    "DDG": {"ddg_pretrain_steps": 3},  # the interruption falls in stage 2
 }
 NEW = [
     "ERMPlusPlus", "TRM", "Transfer", "IB_ERM", "IB_IRM", "CAD", "CondCAD",
     "CausIRL_CORAL", "CausIRL_MMD", "EQRM", "RDM", "ADRMX", "URM",
-    "CNSN", "MetaMixup", "L2AOT",
+    "CNSN", "MetaMixup", "L2AOT", "DDG",
 ]  # fmt: skip
 
 

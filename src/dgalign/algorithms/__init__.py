@@ -30,6 +30,7 @@ from dgalign.algorithms import uniform  # noqa: F401  (URM)
 from dgalign.algorithms import normalization  # noqa: F401  (CNSN)
 from dgalign.algorithms import meta_mixup  # noqa: F401  (MetaMixup)
 from dgalign.algorithms import novel_domains  # noqa: F401  (L2AOT)
+from dgalign.algorithms import disentangled_generation  # noqa: F401  (DDG)
 
 # isort: on
 from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Minibatches
