@@ -6,9 +6,10 @@ own list of DomainNet duplicates. Digests are the ones public sources record (`P
 below); none could be checked against the live files here (no network), and where no source
 records one the field is None and nothing is checked; every archive is still checked to be a zip
 or tar (a Google Drive quota page is caught there). `dgalign data fetch --no-verify` skips the
-digests. Image counts: the totals are the protocol's (docs/protocols.md section 2); the per-environment counts are
-the published dataset statistics (they add up to those totals); TerraIncognita's per-location
-counts are not known here (None: `data check` compares the total only).
+digests. Image counts: the totals are the protocol's (docs/protocols.md section 2); the
+per-environment counts are the published dataset statistics (they add up to those totals);
+TerraIncognita's per-location counts are not known here (None: `data check` compares the total
+only).
 """
 
 from __future__ import annotations
