@@ -1,4 +1,4 @@
-"""Shared fixtures: a fast run configuration on Debug28; one thread count for every test.
+"""Shared fixtures: a fast run configuration on Spurious28; one thread count for every test.
 
 Floating-point results depend on the summation order, and BLAS picks its blocking by the number
 of threads. So the whole suite, and every process it starts (through OMP_NUM_THREADS /
@@ -17,7 +17,7 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_name] = str(TEST_THREADS)
 torch.set_num_threads(TEST_THREADS)
 
-# A small MLP makes Debug28 runs take a fraction of a second per checkpoint.
+# A small MLP makes Spurious28 runs take a fraction of a second per checkpoint.
 FAST_HPARAMS = '{"backbone": "mlp", "mlp_width": 32, "batch_size": 16}'
 
 

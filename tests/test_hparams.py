@@ -39,9 +39,9 @@ def test_random_draws_are_deterministic_and_vary_with_seed():
 
 
 def test_hparams_seed_zero_means_defaults():
-    assert resolve_hparams("ERM", "Debug28", 0, 5) == default_hparams("ERM", "Debug28")
-    drawn = resolve_hparams("ERM", "Debug28", 2, 5)
-    assert drawn == random_hparams("ERM", "Debug28", seed_hash(2, 5))
+    assert resolve_hparams("ERM", "Spurious28", 0, 5) == default_hparams("ERM", "Spurious28")
+    drawn = resolve_hparams("ERM", "Spurious28", 2, 5)
+    assert drawn == random_hparams("ERM", "Spurious28", seed_hash(2, 5))
 
 
 def test_large_image_datasets_use_their_own_ranges():
@@ -50,7 +50,7 @@ def test_large_image_datasets_use_their_own_ranges():
 
 
 def test_overrides_apply_and_coerce():
-    hp = apply_overrides(default_hparams("ERM", "Debug28"), '{"lr": 0.01, "batch_size": 8}')
+    hp = apply_overrides(default_hparams("ERM", "Spurious28"), '{"lr": 0.01, "batch_size": 8}')
     assert hp["lr"] == 0.01 and hp["batch_size"] == 8
     assert apply_overrides(hp, '{"lr": 1}')["lr"] == 1.0
 
@@ -68,7 +68,7 @@ def test_overrides_apply_and_coerce():
 )
 def test_bad_overrides_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message) as info:
-        apply_overrides(default_hparams("ERM", "Debug28"), overrides)
+        apply_overrides(default_hparams("ERM", "Spurious28"), overrides)
     assert "\n" not in str(info.value)
 
 

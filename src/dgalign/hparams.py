@@ -20,7 +20,7 @@ import numpy as np
 from dgalign.errors import ConfigError
 from dgalign.utils.seeding import seed_hash
 
-SMALL_IMAGES = ("Debug28", "RotatedMNIST", "ColoredMNIST")
+SMALL_IMAGES = ("Debug28", "RotatedMNIST", "ColoredMNIST", "Spurious28")
 
 
 @dataclass(frozen=True)

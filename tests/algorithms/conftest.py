@@ -10,7 +10,7 @@ import torch
 
 from dgalign import algorithms
 from dgalign.algorithms import Algorithm
-from dgalign.data import ColoredMNIST, Debug28
+from dgalign.data import ColoredMNIST, Spurious28
 from dgalign.hparams import default_hparams
 
 BATCH = 8  # samples per training domain
@@ -41,8 +41,8 @@ def _one_intra_op_thread():
 
 @pytest.fixture(scope="session")
 def small_datasets() -> dict[str, Any]:
-    """Debug28 and a ColoredMNIST built from a random 96-image pool."""
-    return {"Debug28": Debug28(), "ColoredMNIST": _colored_mnist()}
+    """Spurious28 and a ColoredMNIST built from a random 96-image pool."""
+    return {"Spurious28": Spurious28(), "ColoredMNIST": _colored_mnist()}
 
 
 def env_batches(dataset: Any, envs: tuple[int, ...] = (0, 1), start: int = 0) -> list:
@@ -60,7 +60,7 @@ def tiny_algorithm(
     name: str, input_dim: int = 4, num_classes: int = 3, num_domains: int = 2, **overrides: Any
 ) -> Algorithm:
     """`name` with an MLP featurizer 4 -> 6 -> 6 -> 6, linear head, float64, seeded."""
-    hparams = default_hparams(name, "Debug28")
+    hparams = default_hparams(name, "Spurious28")
     hparams.update(backbone="mlp", mlp_width=6, mlp_depth=3, mlp_dropout=0.0)
     hparams.update(overrides)
     torch.manual_seed(0)

@@ -86,7 +86,7 @@ def test_algorithm_refuses_full_mode_at_construction(tiny):
     tiny("CMA", hessian_mode="full")  # 3 x 7 head: well within the default budget
 
 
-@pytest.mark.parametrize("dataset", ["Debug28", "ColoredMNIST"])
+@pytest.mark.parametrize("dataset", ["Spurious28", "ColoredMNIST"])
 def test_every_mode_trains_on_the_small_datasets(small_datasets, batches, dataset):
     data = small_datasets[dataset]
     for mode in MODES:

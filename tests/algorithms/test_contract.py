@@ -13,7 +13,7 @@ from dgalign import algorithms
 from dgalign.hparams import default_hparams, random_hparams
 
 NAMES = algorithms.names()
-DATASETS = ("Debug28", "ColoredMNIST")
+DATASETS = ("Spurious28", "ColoredMNIST")
 CONFIGS = ("default", 1, 2, 3)
 
 
@@ -58,8 +58,8 @@ def test_checkpoint_resumes_exactly(name, small_datasets, batches):
     """After 2 updates, state_dict + extra_state round-trip through torch.save /
     torch.load(weights_only=True) into a fresh instance; the next update is then identical.
     Annealing switches (any `*anneal_iters*` hparam) are set to fire on that next update."""
-    data = small_datasets["Debug28"]
-    hparams = default_hparams(name, "Debug28")
+    data = small_datasets["Spurious28"]
+    hparams = default_hparams(name, "Spurious28")
     hparams.update(backbone="mlp", mlp_width=32)
     hparams.update({k: 2 for k in hparams if "anneal_iters" in k})
     cls = algorithms.get(name)

@@ -175,7 +175,7 @@ def test_hutchinson_independent_probes_leave_only_probe_noise(tiny, tiny_data):
     assert terms["hess_penalty"].item() > 0
 
 
-@pytest.mark.parametrize("dataset", ["Debug28", "ColoredMNIST"])
+@pytest.mark.parametrize("dataset", ["Spurious28", "ColoredMNIST"])
 def test_cmnist_script_options_and_one_logit_head_train(small_datasets, batches, dataset):
     """The CMNIST scripts' form (no detach, sum over envs) with a 1-logit BCE head, on the
     small datasets' images (labels reduced to {0, 1} floats)."""

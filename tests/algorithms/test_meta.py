@@ -61,7 +61,7 @@ def test_mldg_update_steps_with_the_meta_gradient(tiny, tiny_data):
 
 
 def _arm(**overrides):
-    hparams = default_hparams("ARM", "Debug28")
+    hparams = default_hparams("ARM", "Spurious28")
     hparams.update(backbone="mlp", mlp_width=16, batch_size=4, **overrides)
     torch.manual_seed(0)
     return algorithms.get("ARM")((2, 6, 6), 3, 2, hparams)

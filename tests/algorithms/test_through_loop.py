@@ -30,7 +30,7 @@ NEW = [
 def _config(tmp_path, name, algorithm):
     hparams = {"backbone": "mlp", "mlp_width": 16, "batch_size": 8, **EARLY.get(algorithm, {})}
     return RunConfig(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm=algorithm,
         output_dir=str(tmp_path / name),
         test_envs=[2],

@@ -1,4 +1,4 @@
-"""Tiny finished Debug28 runs (MLP backbone) shared by the analysis tests."""
+"""Tiny finished Spurious28 runs (MLP backbone) shared by the analysis tests."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _one_thread():
 
 def _train(root: Path, name: str, algorithm: str, hparams: dict, **kw) -> Path:
     config = RunConfig(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm=algorithm,
         output_dir=str(root / name),
         test_envs=[2],

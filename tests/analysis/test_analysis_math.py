@@ -89,15 +89,15 @@ def test_run_data_is_built_as_the_loop_builds_it(runs, monkeypatch):
     """Datasets that draw from the global generator (the MNIST ones) come out the same as in
     training: seeded with the run's seed, whatever the caller's RNG state; which is restored."""
     from dgalign import data as data_module
-    from dgalign.data import Debug28
+    from dgalign.data import Spurious28
 
-    class Shuffled(Debug28):
+    class Shuffled(Spurious28):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             env = self.datasets[0]
             env.x = env.x[torch.randperm(len(env.x))]
 
-    monkeypatch.setitem(data_module.DATASETS, "Debug28", Shuffled)
+    monkeypatch.setitem(data_module.DATASETS, "Spurious28", Shuffled)
     run = load_run(runs["erm"])
     torch.manual_seed(123)
     first = run_data(run).in_splits[0].batch(torch.arange(5))[0]

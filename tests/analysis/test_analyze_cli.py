@@ -1,4 +1,4 @@
-"""`dgalign analyze flatness / surface / latent` on tiny Debug28 runs: PNGs, JSON, numbers."""
+"""`dgalign analyze flatness / surface / latent` on tiny Spurious28 runs: PNGs, JSON, numbers."""
 
 from __future__ import annotations
 

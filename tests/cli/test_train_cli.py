@@ -19,7 +19,7 @@ def _cmd(out_dir, *extra):
     return [
         "train",
         "--dataset",
-        "Debug28",
+        "Spurious28",
         "--algorithm",
         "ERM",
         "--test-envs",
@@ -50,7 +50,7 @@ def test_domainbed_underscore_spellings_are_accepted(tmp_path, capsys):
         [
             "train",
             "--dataset",
-            "Debug28",
+            "Spurious28",
             "--algorithm",
             "ERM",
             "--test_envs",
@@ -78,7 +78,7 @@ def test_domainbed_underscore_spellings_are_accepted(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv_changes", "message"),
     [
-        (["--dataset", "Nope"], "unknown dataset 'Nope'; valid names: Debug28"),
+        (["--dataset", "Nope"], "unknown dataset 'Nope'; valid names: Spurious28"),
         (["--algorithm", "Nope"], "unknown algorithm 'Nope'; valid names: ERM"),
         (["--test-envs", "7"], "test env 7 is out of range"),
         (["--hparams", "{lr: 1}"], "--hparams is not valid JSON"),
@@ -107,7 +107,7 @@ def test_finished_run_message_and_exit_zero(tmp_path, capsys):
 def test_algorithms_lists_erm(capsys):
     assert main(["algorithms"]) == 0
     assert "ERM" in capsys.readouterr().out
-    assert main(["algorithms", "--hparams", "--dataset", "Debug28"]) == 0
+    assert main(["algorithms", "--hparams", "--dataset", "Spurious28"]) == 0
     table = capsys.readouterr().out
     assert "| (all) | lr | 0.001 | 10^U(-4.5, -2.5) |" in table
 

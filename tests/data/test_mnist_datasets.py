@@ -1,11 +1,11 @@
-"""ColoredMNIST, RotatedMNIST and Debug28 built from small synthetic image pools."""
+"""ColoredMNIST, RotatedMNIST and Spurious28 built from small synthetic image pools."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from dgalign.data import ColoredMNIST, Debug28, RotatedMNIST, get_dataset_class
+from dgalign.data import ColoredMNIST, RotatedMNIST, Spurious28, get_dataset_class
 from dgalign.errors import ConfigError
 
 
@@ -16,7 +16,7 @@ def _pool(n=6000, seed=0):
     return images, labels
 
 
-@pytest.mark.parametrize("cls", [ColoredMNIST, RotatedMNIST, Debug28])
+@pytest.mark.parametrize("cls", [ColoredMNIST, RotatedMNIST, Spurious28])
 def test_metadata(cls):
     assert len(cls.ENVIRONMENTS) >= 3
     assert cls.N_STEPS > 0 and cls.CHECKPOINT_FREQ > 0
@@ -75,12 +75,14 @@ def test_rotation_matches_pil_bilinear():
 
 
 def test_debug28_is_deterministic_and_labelled():
-    a, b = Debug28(), Debug28()
+    a, b = Spurious28(), Spurious28()
     for ea, eb in zip(a.datasets, b.datasets, strict=True):
         assert torch.equal(ea.x, eb.x) and torch.equal(ea.y, eb.y)
         assert set(ea.y.tolist()) == {0, 1}
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(ConfigError, match="valid names: Debug28, ColoredMNIST, RotatedMNIST"):
+    with pytest.raises(
+        ConfigError, match="valid names: Debug28, Spurious28, ColoredMNIST, RotatedMNIST"
+    ):
         get_dataset_class("ColouredMNIST")

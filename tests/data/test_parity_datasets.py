@@ -11,6 +11,16 @@ from dgalign.data.spawrious import BREEDS, SPAWRIOUS_DATASETS, write_fake_spawri
 from dgalign.errors import DataError
 
 
+def test_debug28_means_domainbeds_and_spurious28_is_ours():
+    from dgalign.data import Debug28, Spurious28
+
+    noise, ours = Debug28(), Spurious28()
+    assert [len(e) for e in noise.datasets] == [16, 16, 16] and noise.input_shape == (3, 28, 28)
+    assert [len(e) for e in ours.datasets] == [64, 64, 64]
+    assert DATASETS["Debug28"] is Debug28 and DATASETS["Spurious28"] is Spurious28
+    assert DATASETS["Debug28"].ENVIRONMENTS == ("0", "1", "2")  # old Debug28 reports still read
+
+
 def test_debug224_is_domainbeds_noise():
     a, b = Debug224(), Debug224()
     assert len(a) == 3 and a.input_shape == (3, 224, 224) and a.num_classes == 2

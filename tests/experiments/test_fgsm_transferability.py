@@ -101,7 +101,7 @@ def test_project_in_place():
 def test_transferability_on_a_domainbed_run_dir(tmp_path, fast_hparams, capsys):
     run_dir = tmp_path / "run"
     config = RunConfig(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm="ERM",
         output_dir=str(run_dir),
         test_envs=[2],

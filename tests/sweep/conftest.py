@@ -1,4 +1,4 @@
-"""Helpers and fixtures of the sweep tests: tiny Debug28 sweeps, finding and killing a job
+"""Helpers and fixtures of the sweep tests: tiny Spurious28 sweeps, finding and killing a job
 mid-run. Tests get the helpers through the `kit` fixture (pytest runs with
 --import-mode=importlib, so test modules cannot import each other)."""
 
@@ -18,10 +18,10 @@ FAST = '{"backbone": "mlp", "mlp_width": 32, "batch_size": 16}'
 
 
 def fast_spec(root, **overrides) -> SweepSpec:
-    """A Debug28 sweep of 6-step ERM jobs (1 trial, 1 config, single test envs: 3 jobs)."""
+    """A Spurious28 sweep of 6-step ERM jobs (1 trial, 1 config, single test envs: 3 jobs)."""
     options = {
         "output_dir": str(Path(root) / "sweep"),
-        "datasets": ["Debug28"],
+        "datasets": ["Spurious28"],
         "algorithms": ["ERM"],
         "n_hparams": 1,
         "n_trials": 1,

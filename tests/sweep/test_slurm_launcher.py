@@ -12,7 +12,7 @@ submitit = pytest.importorskip("submitit")
 
 @pytest.mark.slow
 def test_two_job_array_with_the_local_executor(kit, tmp_path, capsys):
-    spec = kit.fast_spec(tmp_path, n_hparams=2, single_test_envs=True, datasets=["Debug28"])
+    spec = kit.fast_spec(tmp_path, n_hparams=2, single_test_envs=True, datasets=["Spurious28"])
     jobs = [j for j in spec.jobs() if j.train_args["test_envs"] == [0]]  # 2 jobs
     assert len(jobs) == 2
     argv = kit.spec_argv(spec)

@@ -115,7 +115,9 @@ def test_status_and_delete_incomplete(kit, tmp_path, capsys, monkeypatch):
     # without the grid options: every run directory, no "not launched"
     code, out, _ = run(["sweep", "status", "--output-dir", sweep], capsys)
     assert f"Sweep {sweep}: 2 job(s): 1 done, 0 running, 1 failed, 0 incomplete\n" in out
-    code, _, err = run(["sweep", "status", "--output-dir", sweep, "--datasets", "Debug28"], capsys)
+    code, _, err = run(
+        ["sweep", "status", "--output-dir", sweep, "--datasets", "Spurious28"], capsys
+    )
     assert code == 2 and "give both --datasets and --algorithms" in err
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     code, out, err = run(["sweep", "delete-incomplete", *kit.spec_argv(spec)], capsys)

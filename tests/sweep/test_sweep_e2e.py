@@ -1,4 +1,4 @@
-"""End to end: a tiny DomainBed sweep (Debug28, 2 algorithms, 2 hparams draws, 2 trials, all
+"""End to end: a tiny DomainBed sweep (Spurious28, 2 algorithms, 2 hparams draws, 2 trials, all
 single and pair test envs = 48 jobs) with the local launcher and with Ray; one job SIGKILLed
 mid-run; relaunch; a complete report under all three selection methods."""
 
@@ -53,7 +53,7 @@ def check_complete_report(sweep_dir, n_algorithms):
     assert len(runs) == 48 and all(r.state is JobState.DONE for r in runs)
     for method in METHODS:
         tables = build_tables(runs, method)
-        assert [t.dataset for t in tables] == ["Debug28", None]
+        assert [t.dataset for t in tables] == ["Spurious28", None]
         for table in tables:
             assert len(table.row_labels) == n_algorithms and not table.notes, table.notes
             assert all(c.mean is not None for row in table.cells for c in row)

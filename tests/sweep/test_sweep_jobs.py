@@ -81,7 +81,9 @@ def test_validation_errors(kit, tmp_path, overrides, message):
 
 
 def test_shape_describes_the_grid(tmp_path):
-    spec = SweepSpec(str(tmp_path), ["Debug28", "RotatedMNIST"], ["ERM"], n_hparams=3, n_trials=2)
+    spec = SweepSpec(
+        str(tmp_path), ["Spurious28", "RotatedMNIST"], ["ERM"], n_hparams=3, n_trials=2
+    )
     assert spec.shape() == (
         "2 trial(s) x 2 dataset(s) x 1 algorithm(s) x 6/21 test-env set(s) x 3 hparams seed(s)"
     )

@@ -9,7 +9,7 @@ from dgalign.train import RunConfig
 def test_swad_protocol_jobs(tmp_path):
     spec = SweepSpec(
         output_dir=str(tmp_path),
-        datasets=["Debug28"],
+        datasets=["Spurious28"],
         algorithms=["ERM", "FGMix"],
         n_trials=2,
         protocol="swad",
@@ -33,7 +33,7 @@ def test_swad_protocol_jobs(tmp_path):
 
 
 def test_domainbed_protocol_is_unchanged(tmp_path):
-    spec = SweepSpec(output_dir=str(tmp_path), datasets=["Debug28"], algorithms=["ERM"],
+    spec = SweepSpec(output_dir=str(tmp_path), datasets=["Spurious28"], algorithms=["ERM"],
                      n_hparams=2, n_trials=1)  # fmt: skip
     jobs = spec.jobs()
     assert len(jobs) == 6 * 2 and all("swad" not in j.train_args for j in jobs)

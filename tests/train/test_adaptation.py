@@ -8,7 +8,7 @@ import torch
 
 from dgalign.algorithms.erm import ERM
 from dgalign.algorithms.registry import _REGISTRY
-from dgalign.data import Debug28
+from dgalign.data import Spurious28
 from dgalign.data.splits import split_environment, split_uda
 from dgalign.errors import ConfigError
 from dgalign.train import RunConfig, run_training
@@ -18,7 +18,7 @@ FAST = json.dumps({"backbone": "mlp", "mlp_width": 16, "batch_size": 8})
 
 def _config(tmp_path, **kw):
     args = dict(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm="ERM",
         output_dir=str(tmp_path / "run"),
         test_envs=[2],
@@ -32,7 +32,7 @@ def _config(tmp_path, **kw):
 
 def test_uda_split_is_domainbeds():
     """The uda rows are the first int(n f) of the in split's shuffle seeded by (trial, env)."""
-    env = Debug28()[2]
+    env = Spurious28()[2]
     in_, _ = split_environment(env, 2, 1, 0.2)
     uda, rest = split_uda(in_, 0.25, 1, 2)
     assert len(uda) == int(len(in_) * 0.25) and len(uda) + len(rest) == len(in_)

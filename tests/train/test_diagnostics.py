@@ -11,7 +11,7 @@ from dgalign.train.diagnostics import curvature_diagnostics
 
 def _algorithm():
     torch.manual_seed(0)
-    hp = default_hparams("ERM", "Debug28") | {"backbone": "mlp", "mlp_width": 16}
+    hp = default_hparams("ERM", "Spurious28") | {"backbone": "mlp", "mlp_width": 16}
     return ERM((3, 28, 28), 2, 2, hp).double()
 
 

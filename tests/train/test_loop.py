@@ -15,7 +15,7 @@ from dgalign.train.rundir import RunDirectory
 
 def _config(tmp_path, fast_hparams, name="run", **kw):
     args = dict(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm="ERM",
         output_dir=str(tmp_path / name),
         test_envs=[2],
@@ -48,7 +48,7 @@ def test_records_have_domainbed_fields(tmp_path, fast_hparams):
             assert key in r
         for i in range(3):
             assert 0.0 <= r[f"env{i}_in_acc"] <= 1.0 and 0.0 <= r[f"env{i}_out_acc"] <= 1.0
-        assert r["args"]["test_envs"] == [2] and r["args"]["dataset"] == "Debug28"
+        assert r["args"]["test_envs"] == [2] and r["args"]["dataset"] == "Spurious28"
     assert rundir.is_done() and rundir.model.exists() and not rundir.checkpoint.exists()
     model = torch.load(rundir.model, weights_only=True)
     assert model["model_num_classes"] == 2 and "model_dict" in model

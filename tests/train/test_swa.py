@@ -85,7 +85,7 @@ def test_average_state_round_trips():
 
 def _config(tmp_path, fast_hparams, name, **kw):
     args = dict(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm="ERM",
         output_dir=str(tmp_path / name),
         test_envs=[2],
@@ -152,7 +152,7 @@ def test_swa_is_part_of_the_run_identity(tmp_path, fast_hparams):
 
 def test_cli_swa_flag(tmp_path, fast_hparams, capsys):
     out = tmp_path / "cli"
-    argv = ["train", "--dataset", "Debug28", "--algorithm", "ERM", "--test-envs", "2"]
+    argv = ["train", "--dataset", "Spurious28", "--algorithm", "ERM", "--test-envs", "2"]
     argv += ["--output-dir", str(out), "--hparams", fast_hparams, "--steps", "4"]
     argv += ["--swa", "--swa_start", "1", "--no-progress"]
     assert main(argv) == 0

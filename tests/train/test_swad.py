@@ -73,7 +73,7 @@ def test_running_mean():
 
 def _config(tmp_path, name, swad, **kw):
     return RunConfig(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm="ERM",
         output_dir=str(tmp_path / name),
         test_envs=[2],

@@ -30,7 +30,7 @@ def test_bar_only_on_a_terminal_unless_forced(stream, progress, drawn):
 
 
 def test_train_writes_no_bar_when_stderr_is_not_a_terminal(tmp_path, capfd):
-    argv = ["train", "--dataset", "Debug28", "--algorithm", "ERM", "--test-envs", "2"]
+    argv = ["train", "--dataset", "Spurious28", "--algorithm", "ERM", "--test-envs", "2"]
     argv += ["--output-dir", str(tmp_path / "run"), "--steps", "3", "--checkpoint-freq", "2"]
     argv += ["--hparams", '{"backbone": "mlp", "mlp_width": 8, "batch_size": 4}']
     assert main(argv) == 0

@@ -42,7 +42,7 @@ GRADIENT_INPUTS = ("C", "D", "E", "full")  # weights from per-example head gradi
 
 def default_start_step(dataset: str) -> int:
     """3/5 of the dataset's default number of steps, as the paper's 3,000 of 5,000 (9,000 of
-    15,000 for DomainNet): 3000 for the MNIST datasets (5,001 steps), 60 for Debug28."""
+    15,000 for DomainNet): 3000 for the MNIST datasets (5,001 steps), 60 for Spurious28."""
     from dgalign.data import DATASETS  # local import: keeps algorithms independent of data
 
     n_steps = 15000 if dataset == "DomainNet" else getattr(DATASETS.get(dataset), "N_STEPS", 5000)

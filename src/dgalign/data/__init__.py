@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dgalign.data.base import MultipleEnvironmentDataset, TensorEnvironment
-from dgalign.data.debug import Debug28, Debug224
+from dgalign.data.debug import Debug28, Debug224, Spurious28
 from dgalign.data.images import PACS, SVIRO, VLCS, DomainNet, OfficeHome, TerraIncognita
 from dgalign.data.mnist import ColoredMNIST, RotatedMNIST
 from dgalign.data.spawrious import SPAWRIOUS_DATASETS
@@ -18,6 +18,7 @@ from dgalign.errors import ConfigError
 
 DATASETS: dict[str, type[MultipleEnvironmentDataset]] = {
     "Debug28": Debug28,
+    "Spurious28": Spurious28,
     "ColoredMNIST": ColoredMNIST,
     "RotatedMNIST": RotatedMNIST,
     "VLCS": VLCS,

@@ -1,4 +1,6 @@
-"""Debug28: tiny synthetic data made in code, for tests and smoke runs."""
+"""Debug data made in code: `Spurious28` (ours: learnable, with a spurious feature; called
+`Debug28` before DomainBed's own Debug28 got that name here), and DomainBed's `Debug28` and
+`Debug224` (noise with random labels)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import torch
 from dgalign.data.base import MultipleEnvironmentDataset, TensorEnvironment
 
 
-class Debug28(MultipleEnvironmentDataset):
+class Spurious28(MultipleEnvironmentDataset):
     """Three environments of 64 images (3x28x28, 2 classes), generated from a fixed seed.
 
     The class shifts the mean of channel 0 (an invariant signal); a spurious signal in
@@ -57,6 +59,12 @@ class DomainBedDebug(MultipleEnvironmentDataset):
             x = torch.randn(self.SAMPLES_PER_ENV, *self.input_shape, generator=generator)
             y = torch.randint(0, self.num_classes, (self.SAMPLES_PER_ENV,), generator=generator)
             self.datasets.append(TensorEnvironment(x, y))
+
+
+class Debug28(DomainBedDebug):
+    """DomainBed's Debug28: 3 x 16 noise images of 3 x 28 x 28, 2 random classes."""
+
+    input_shape = (3, 28, 28)
 
 
 class Debug224(DomainBedDebug):
