@@ -78,7 +78,7 @@ def test_domainbed_underscore_spellings_are_accepted(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv_changes", "message"),
     [
-        (["--dataset", "Nope"], "unknown dataset 'Nope'; valid names: Spurious28"),
+        (["--dataset", "Nope"], "unknown dataset 'Nope'; valid names: Debug28, Spurious28"),
         (["--algorithm", "Nope"], "unknown algorithm 'Nope'; valid names: ERM"),
         (["--test-envs", "7"], "test env 7 is out of range"),
         (["--hparams", "{lr: 1}"], "--hparams is not valid JSON"),
