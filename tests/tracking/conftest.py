@@ -31,7 +31,7 @@ def train_argv(run_dir, steps, freq, loggers, extra=()):
     argv = [
         "train",
         "--dataset",
-        "Debug28",
+        "Spurious28",
         "--algorithm",
         "ERM",
         "--test-envs",

@@ -23,7 +23,7 @@ def info(tmp_path, name="run"):
         name=name,
         group="sweep",
         store_dir=tmp_path / "sweep",
-        tags={"run_hash": "0" * 32, "algorithm": "ERM", "dataset": "Debug28"},
+        tags={"run_hash": "0" * 32, "algorithm": "ERM", "dataset": "Spurious28"},
         params={"hp.lr": 0.001, "arg.test_envs": [2]},
     )
 

@@ -110,7 +110,7 @@ def test_sweep_jobs_log_to_the_trackers(tmp_path, tracker_env):
         "--output-dir",
         str(tmp_path / "sweep"),
         "--datasets",
-        "Debug28",
+        "Spurious28",
         "--algorithms",
         "ERM",
         "--n-hparams",

@@ -109,7 +109,7 @@ def test_sigkilled_and_resumed_run_is_exact_in_every_tracker(
     (run,) = mlflow_runs(tmp_path / "sweep" / "mlruns")
     assert run.info.status == "FINISHED"
     tags = run.data.tags
-    assert tags["dgalign.algorithm"] == "ERM" and tags["dgalign.dataset"] == "Debug28"
+    assert tags["dgalign.algorithm"] == "ERM" and tags["dgalign.dataset"] == "Spurious28"
     assert tags["dgalign.test_envs"] == "2" and tags["dgalign.trial_seed"] == "0"
     assert tags["dgalign.hparams_seed"] == "0" and len(tags["dgalign.run_hash"]) == 32
     assert run.data.params["hp.batch_size"] == "16"
@@ -121,4 +121,4 @@ def test_sigkilled_and_resumed_run_is_exact_in_every_tracker(
     assert len({p.name.rsplit("-", 1)[1] for p in offline}) == 1
     assert wandb_history(offline[-1]) == expected
     config = wandb_config(offline[-1])
-    assert json.dumps(config).count("Debug28") >= 1
+    assert json.dumps(config).count("Spurious28") >= 1

@@ -59,7 +59,7 @@ def test_missing_extra_is_a_one_line_error_naming_it(
         "--output-dir",
         str(tmp_path / "s"),
         "--datasets",
-        "Debug28",
+        "Spurious28",
         "--algorithms",
         "ERM",
         "--n-hparams",
