@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from tests.train.helpers import strip_run_specific
+from tests.train.helpers import start_holder, strip_run_specific
 
 from dgalign.algorithms.erm import ERM
 from dgalign.algorithms.registry import _REGISTRY
@@ -193,22 +193,19 @@ def test_results_file_is_valid_jsonl(tmp_path, fast_hparams):
         json.loads(line)
 
 
-def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path, fast_hparams):
-    import socket
-    import subprocess
-    import sys
-
+def test_a_held_lock_refuses_a_second_run_and_a_killed_owner_releases_it(
+    tmp_path, fast_hparams
+):
     config = _config(tmp_path, fast_hparams)
     lock = tmp_path / "run" / "lock"
     lock.parent.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = start_holder(lock)
     try:
-        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid}))
-        with pytest.raises(RunDirError, match=f"being run by pid {sleeper.pid}"):
+        with pytest.raises(RunDirError, match=f"being run by pid {holder.pid}"):
             run_training(config, progress=False)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    # The owner is dead now: the lock is stale and the run proceeds.
+        holder.kill()  # SIGKILL: the lock file stays, the kernel drops the lock
+        holder.wait()
+    assert lock.exists()
     assert run_training(config, progress=False).status == "completed"
     assert not lock.exists()

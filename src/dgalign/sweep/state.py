@@ -1,8 +1,8 @@
 """The state of a run directory as a sweep sees it, read from the files alone.
 
 - done: the `done` marker exists.
-- running: a live process holds its `lock`, or a live launcher has claimed it to start it
-  (`launch.lock`); a lock or claim taken on another host counts as live.
+- running: a process holds its `lock`, or a launcher has claimed it to start it
+  (`launch.lock`); both are kernel locks (`dgalign.train.lock`), gone when their process dies.
 - failed: no `done`, no live lock, and the last attempt a launcher recorded in `job.json`
   failed, or (no attempt recorded, e.g. a DomainBed run) `err.txt` holds an error.
 - incomplete: started and stopped without an error (interrupted, or its launcher died).
@@ -20,7 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dgalign.train.lock import is_stale, lock_owner
+from dgalign.errors import os_error
+from dgalign.train.lock import HeldLock, holder, try_lock
 from dgalign.utils.io import atomic_write_json
 
 JOB_FILE = "job.json"
@@ -42,58 +43,44 @@ STATE_ORDER = tuple(JobState)
 
 
 def live_owner(run_dir: Path) -> dict[str, Any] | None:
-    """The owner of the run's lock if it is live (see `dgalign.train.lock`), else None."""
-    path = Path(run_dir) / "lock"
-    if not path.exists():
-        return None
-    owner = lock_owner(path)
-    if owner is None:  # being written right now, or unreadable: retry once
-        time.sleep(0.05)
-        owner = lock_owner(path)
-    return None if is_stale(owner) else owner
+    """The owner record ({host, pid, since}) of the run's lock while a process holds it,
+    else None (see `dgalign.train.lock`)."""
+    return holder(Path(run_dir) / "lock")
+
+
+_claims: dict[Path, HeldLock] = {}
 
 
 def claim_launch(run_dir: Path, launcher: str) -> bool:
-    """Atomically claim `run_dir` for this launcher process before starting its job (so two
-    launches never start the same job); False when a live launcher holds the claim. A claim
-    of a dead process on this host is stale and taken over."""
+    """Claim `run_dir` for this launcher process before starting its job (so two launches
+    never start the same job): an exclusive lock on `launch.lock`, held until
+    `release_launch` or until this process dies. False when another process holds it."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CLAIM_FILE
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "launcher": launcher}
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = lock_owner(path)
-            if owner is None:  # being written right now
-                time.sleep(0.05)
-                owner = lock_owner(path)
-            if is_stale(owner):
-                path.unlink(missing_ok=True)
-                continue
-            return False
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
+    if run_dir in _claims:
         return True
-    return False
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, run_dir, "create the run directory") from None
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "launcher": launcher}
+    held = try_lock(run_dir / CLAIM_FILE, owner)
+    if held is None:
+        return False
+    _claims[run_dir] = held
+    return True
 
 
 def release_launch(run_dir: Path) -> None:
     """Drop this process's claim on `run_dir` (see `claim_launch`), if it holds it."""
-    path = Path(run_dir) / CLAIM_FILE
-    owner = lock_owner(path) or {}
-    if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
-        path.unlink(missing_ok=True)
+    held = _claims.pop(Path(run_dir), None)
+    if held is not None:
+        held.release()
 
 
 def live_claim(run_dir: Path) -> dict[str, Any] | None:
-    """The launcher that claimed the run to start it, if that launcher is live."""
-    path = Path(run_dir) / CLAIM_FILE
-    if not path.exists():
-        return None
-    owner = lock_owner(path)
-    return None if is_stale(owner) else owner
+    """The owner record of the launcher that claimed the run to start it, while it holds the
+    claim."""
+    return holder(Path(run_dir) / CLAIM_FILE)
 
 
 def read_attempt(run_dir: Path) -> dict[str, Any] | None:

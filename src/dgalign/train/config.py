@@ -10,6 +10,21 @@ from dgalign.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("domain_generalization", "domain_adaptation")
+SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit; DomainBed's per-job seeds are below 2**31
+
+
+def check_seed(flag: str, value: object) -> None:
+    """ConfigError unless `value` is an integer in [0, SEED_MAX]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{flag} must be an integer in [0, {SEED_MAX}], got {value!r}")
+
+
+def check_count(flag: str, value: object, minimum: int = 1) -> None:
+    """ConfigError unless `value` is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{flag} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
 
 
 @dataclass
@@ -49,12 +64,20 @@ class RunConfig:
 
     def validate(self, n_envs: int, env_names: tuple[str, ...] | list[str]) -> None:
         """Raise ConfigError with a one-line fix for any argument that cannot work."""
+        if not str(self.output_dir).strip():
+            raise ConfigError("--output-dir must be a non-empty path")
+        for flag, seed in (
+            ("--seed", self.seed),
+            ("--hparams-seed", self.hparams_seed),
+            ("--trial-seed", self.trial_seed),
+        ):
+            check_seed(flag, seed)
         if not self.test_envs:
             raise ConfigError("--test-envs needs at least one environment index")
         if len(set(self.test_envs)) != len(self.test_envs):
             raise ConfigError(f"--test-envs has duplicates: {self.test_envs}")
         for env in self.test_envs:
-            if not 0 <= env < n_envs:
+            if isinstance(env, bool) or not isinstance(env, int) or not 0 <= env < n_envs:
                 names = ", ".join(f"{i}={n}" for i, n in enumerate(env_names))
                 raise ConfigError(
                     f"test env {env} is out of range for {self.dataset}, which has "
@@ -64,14 +87,16 @@ class RunConfig:
             raise ConfigError(
                 f"--test-envs {self.test_envs} leaves no training environment in {self.dataset}"
             )
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ConfigError(f"--holdout-fraction must be in (0, 1), got {self.holdout_fraction}")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps must be at least 1, got {self.steps}")
-        if self.checkpoint_freq is not None and self.checkpoint_freq < 1:
-            raise ConfigError(f"--checkpoint-freq must be at least 1, got {self.checkpoint_freq}")
-        if self.swa_start < 0:
-            raise ConfigError(f"--swa-start must be at least 0, got {self.swa_start}")
+        fraction = self.holdout_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise ConfigError(f"--holdout-fraction must be a number in (0, 1), got {fraction!r}")
+        if not 0.0 < fraction < 1.0:
+            raise ConfigError(f"--holdout-fraction must be in (0, 1), got {fraction}")
+        if self.steps is not None:
+            check_count("--steps", self.steps)
+        if self.checkpoint_freq is not None:
+            check_count("--checkpoint-freq", self.checkpoint_freq)
+        check_count("--swa-start", self.swa_start, 0)
         if self.task not in TASKS:
             raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if not 0.0 <= self.uda_holdout_fraction < 1.0:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from dgalign import algorithms
 from dgalign.data import get_dataset_class
 from dgalign.data.splits import InfiniteLoader, Subset, split_environment, split_uda
-from dgalign.errors import ConfigError, DGAlignError, TrainingDiverged
+from dgalign.errors import ConfigError, DGAlignError, TrainingDiverged, os_error
 from dgalign.hparam_grids import run_hparams
 from dgalign.tracking import Tracking
 from dgalign.train.adaptation import UnlabelledBatches
@@ -36,11 +36,11 @@ from dgalign.train.diagnostics import curvature_diagnostics
 from dgalign.train.evaluate import accuracy
 from dgalign.train.lock import run_lock
 from dgalign.train.rundir import RunDirectory
-from dgalign.train.state import load_checkpoint, restore, save_checkpoint
+from dgalign.train.state import load_checkpoint, restore, resumed_records, save_checkpoint
 from dgalign.train.swa import CheckpointView, WeightAverage
 from dgalign.train.swad import SWAD, SWADCheckpointView, evaluate_swad, validation_loss
 from dgalign.train.tee import tee_output
-from dgalign.utils.io import atomic_torch_save
+from dgalign.utils.io import atomic_torch_save, remove_with_digest
 from dgalign.utils.progress import progress_bar
 
 SWA_BN_STEPS = 10  # steps' minibatches (all training envs) that re-estimate BatchNorm statistics
@@ -80,10 +80,14 @@ def seed_everything(seed: int) -> None:
 
 
 def run_training(
-    config: RunConfig, progress: bool | None = None, loggers: Sequence[str] = ()
+    config: RunConfig,
+    progress: bool | None = None,
+    loggers: Sequence[str] = (),
+    restart_from_scratch: bool = False,
 ) -> RunResult:
     """Run (or resume) the training run described by `config`; see the module docstring.
-    `loggers`: tracker backends (`dgalign.tracking`) that also get every record."""
+    `loggers`: tracker backends (`dgalign.tracking`) that also get every record.
+    `restart_from_scratch` first discards the directory's checkpoint, records and models."""
     tracking = Tracking(loggers)  # ConfigError now for an unknown or uninstalled backend
     dataset_cls = get_dataset_class(config.dataset)
     algorithm_cls = algorithms.get(config.algorithm)
@@ -91,36 +95,44 @@ def run_training(
     hparams = run_hparams(config)
     device = resolve_device(config.device)
     rundir = RunDirectory(config.output_dir)
-    rundir.claim(config.identity())
+    rundir.create()
     with run_lock(rundir.path):
+        rundir.claim(config.identity(), restart=restart_from_scratch)
+        if restart_from_scratch:
+            rundir.discard_results()
         rundir.remove_stale_temporaries()
         if rundir.is_done():
+            remove_with_digest(rundir.checkpoint)  # left by a kill between done and cleanup
             print(
                 f"{rundir.path} holds a finished run (done marker present): nothing to do. "
-                "Delete the directory or choose another --output-dir to run again.",
+                "Delete the directory, choose another --output-dir or pass "
+                "--restart-from-scratch to run again.",
                 file=sys.stderr,
             )
             return RunResult("already_done", str(rundir.path), rundir.read_records())
-        with tee_output(rundir.out, rundir.err) as (real_stderr, err_file):
-            try:
-                result = _train(
-                    config,
-                    hparams,
-                    dataset_cls,
-                    algorithm_cls,
-                    device,
-                    rundir,
-                    progress,
-                    real_stderr,
-                    tracking,
-                )
-            except BaseException as exc:
-                tracking.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-                if isinstance(exc, DGAlignError):
-                    print(f"error: {exc}", file=err_file)  # the caller reports it on stderr
-                raise
-            tracking.finish("FINISHED")
-            return result
+        try:
+            with tee_output(rundir.out, rundir.err) as (real_stderr, err_file):
+                try:
+                    result = _train(
+                        config,
+                        hparams,
+                        dataset_cls,
+                        algorithm_cls,
+                        device,
+                        rundir,
+                        progress,
+                        real_stderr,
+                        tracking,
+                    )
+                except BaseException as exc:
+                    tracking.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                    if isinstance(exc, DGAlignError):
+                        print(f"error: {exc}", file=err_file)  # the caller reports it on stderr
+                    raise
+                tracking.finish("FINISHED")
+                return result
+        except OSError as exc:  # opening out.txt / err.txt; writes raise StorageError already
+            raise os_error(exc, exc.filename or rundir.path) from None
 
 
 def _train(
@@ -139,6 +151,14 @@ def _train(
         in_, out = split_environment(
             environment, env_index, config.trial_seed, config.holdout_fraction
         )
+        if len(out) == 0 or len(in_) == 0:  # out holds int(n * fraction) examples
+            n = len(environment)
+            raise ConfigError(
+                f"--holdout-fraction {config.holdout_fraction} leaves environment {env_index} "
+                f"({dataset.ENVIRONMENTS[env_index]}, {n} examples) with an empty "
+                f"{'out' if len(out) == 0 else 'in'} split; use a fraction of at least "
+                f"{1 / max(n, 1):.3g}"
+            )
         if env_index in config.test_envs and config.uda_holdout_fraction > 0:
             uda, in_ = split_uda(in_, config.uda_holdout_fraction, config.trial_seed, env_index)
             uda_splits[env_index] = uda
@@ -167,8 +187,11 @@ def _train(
 
     start_step, records = 0, []
     if rundir.checkpoint.exists():
-        start_step = restore(checkpointed, load_checkpoint(rundir.checkpoint))
-        records = [r for r in rundir.read_records() if r["step"] < start_step]
+        state = load_checkpoint(rundir.checkpoint)
+        start_step = restore(checkpointed, state, rundir.checkpoint)
+        records = resumed_records(
+            rundir, start_step, rundir.read_records(), n_steps, checkpoint_freq
+        )
         print(f"resuming {rundir.path} at step {start_step}")
     rundir.write_records(records)
     tracking.start_training(rundir.path, args, hparams, records)
@@ -205,6 +228,7 @@ def _train(
             window["step_time"].append(time.time() - step_start)
             bar.update(1)
             if step % checkpoint_freq == 0 or step == n_steps - 1:
+                check_finite_parameters(algorithm, step, records, rundir)
                 record: dict[str, Any] = {"step": step, "epoch": step / steps_per_epoch}
                 record.update({k: float(np.mean(v)) for k, v in window.items()})
                 record.update(curvature_diagnostics(algorithm, minibatches))
@@ -258,8 +282,22 @@ def _train(
         for path, model in saved:
             _save_model(path, model, dataset, args)
     rundir.mark_done()
-    rundir.checkpoint.unlink(missing_ok=True)
+    remove_with_digest(rundir.checkpoint)
     return RunResult("completed", str(rundir.path), records)
+
+
+def check_finite_parameters(algorithm, step: int, records: list, rundir: RunDirectory) -> None:
+    """TrainingDiverged when a parameter or floating buffer of `algorithm` is NaN or infinite
+    after step `step`'s update (checked before its record, checkpoint or model is written)."""
+    tensors = [t for t in algorithm.state_dict().values() if torch.is_floating_point(t)]
+    if not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        return
+    last = records[-1]["step"] if records else None
+    raise TrainingDiverged(
+        f"the model's weights became NaN or infinite at step {step}; the {len(records)} "
+        f"records up to step {last} are kept in {rundir.results}; lower the learning rate "
+        "(--hparams '{\"lr\": ...}') or the penalty weights"
+    )
 
 
 def _save_model(path, model, dataset, args: dict[str, Any]) -> None:
@@ -274,6 +312,7 @@ def _save_model(path, model, dataset, args: dict[str, Any]) -> None:
             "model_hparams": model.hparams,
             "model_dict": model.state_dict(),
         },
+        digest=True,
     )
 
 

@@ -1,9 +1,11 @@
 """A run directory: its files, and the checks that keep one run's results from mixing with
 another's.
 
-Layout: `run.json` (the run's arguments), `results.jsonl` (one record per checkpoint),
-`out.txt` / `err.txt` (the run's printed output), `checkpoint.pt` (resumable state),
-`model.pt` (the final model) and `done` (written last).
+Layout: `run.json` (the run's arguments), `results.jsonl` (one record per checkpoint, strict
+JSON, see `dgalign.utils.records`), `out.txt` / `err.txt` (the run's printed output),
+`checkpoint.pt` (resumable state), `model.pt` (the final model), each `.pt` with its
+`<name>.sha256` digest, `lock` (held while a process runs it) and `done` (written last).
+Everything but `out.txt` / `err.txt` is read and written only while holding `lock`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dgalign.errors import RunDirError
-from dgalign.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from dgalign.errors import RunDirError, os_error
+from dgalign.utils.io import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    remove_with_digest,
+)
+from dgalign.utils.records import decode_record, encode_record
+
+RESTART_HINT = "rerun with --restart-from-scratch to discard it and train from step 0"
 
 
 class RunDirectory:
@@ -25,6 +35,7 @@ class RunDirectory:
         self.results = self.path / "results.jsonl"
         self.checkpoint = self.path / "checkpoint.pt"
         self.model = self.path / "model.pt"
+        self.model_swa = self.path / "model_swa.pt"
         self.done = self.path / "done"
         self.out = self.path / "out.txt"
         self.err = self.path / "err.txt"
@@ -32,35 +43,63 @@ class RunDirectory:
     def is_done(self) -> bool:
         return self.done.exists()
 
-    def claim(self, identity: dict[str, Any]) -> None:
-        """Create the directory for a run with `identity`, or check that it already holds the
-        same run. RunDirError if it holds a different run or files that are not a run's."""
+    def create(self) -> None:
+        """Create the directory (and its parents); RunDirError when that is impossible."""
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"--output-dir {self.path} exists and is not a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, self.path, "create the run directory") from None
+
+    def claim(self, identity: dict[str, Any], restart: bool = False) -> None:
+        """Check that the directory holds the run with `identity` (writing `run.json` if it
+        holds no run yet). Call while holding the run lock. RunDirError if it holds a
+        different run or files that are not a run's; with `restart` an unreadable `run.json`
+        and results without one are discarded instead."""
         if self.run_json.exists():
-            try:
-                existing = json.loads(self.run_json.read_text())
-            except (OSError, json.JSONDecodeError):
-                raise RunDirError(
-                    f"{self.run_json} is unreadable; delete {self.path} or choose another "
-                    "--output-dir"
-                ) from None
-            if existing != identity:
-                diff = sorted(
-                    k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k)
-                )
-                raise RunDirError(
-                    f"{self.path} holds a different run (differs in {', '.join(diff)}); "
-                    "choose another --output-dir or delete that directory"
-                )
-            return
-        if self.results.exists() or self.checkpoint.exists():
+            existing = self._read_run_json(restart)
+            if existing is not None:
+                if existing != identity:
+                    diff = sorted(
+                        k
+                        for k in set(existing) | set(identity)
+                        if existing.get(k) != identity.get(k)
+                    )
+                    raise RunDirError(
+                        f"{self.path} holds a different run (differs in {', '.join(diff)}); "
+                        "choose another --output-dir or delete that directory"
+                    )
+                return
+        elif not restart and (self.results.exists() or self.checkpoint.exists()):
             raise RunDirError(
                 f"{self.path} holds results of an unknown run (no run.json); choose another "
-                "--output-dir or delete that directory"
+                "--output-dir, delete that directory, or rerun with --restart-from-scratch"
             )
         atomic_write_json(self.run_json, identity)
+
+    def _read_run_json(self, restart: bool) -> dict[str, Any] | None:
+        """The run's identity, or None when it is unreadable and `restart` discards it."""
+        try:
+            existing = json.loads(self.run_json.read_text())
+        except (OSError, ValueError):
+            existing = None
+        if isinstance(existing, dict):
+            return existing
+        if restart:
+            return None
+        raise RunDirError(
+            f"{self.run_json} is unreadable or not a JSON object; delete {self.path}, choose "
+            "another --output-dir, or rerun with --restart-from-scratch"
+        )
+
+    def discard_results(self) -> None:
+        """Delete what training produced (done first, so a crash midway leaves an unfinished
+        run): done, checkpoint, models and records. Call while holding the run lock."""
+        self.done.unlink(missing_ok=True)
+        for path in (self.checkpoint, self.model, self.model_swa):
+            remove_with_digest(path)
+        self.results.unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> None:
         """Delete temporary files left by a writer killed mid-write. Call only while holding
@@ -69,24 +108,34 @@ class RunDirectory:
             stale.unlink(missing_ok=True)
 
     def read_records(self) -> list[dict[str, Any]]:
-        """The records in results.jsonl (empty if there is none)."""
-        if not self.results.exists():
+        """The records in results.jsonl (empty if there is none); RunDirError naming the line
+        when one is not a JSON object with an integer `step`."""
+        try:
+            text = self.results.read_text()
+        except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise os_error(exc, self.results, "read") from None
         records = []
-        for number, line in enumerate(self.results.read_text().splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            step = record.get("step") if isinstance(record, dict) else None
+            if not isinstance(step, int) or isinstance(step, bool):
                 raise RunDirError(
-                    f"{self.results} line {number} is corrupt; delete {self.path} to rerun"
-                ) from None
+                    f"{self.results} line {number} is not a record (a JSON object with an "
+                    f"integer step); {RESTART_HINT}"
+                )
+            records.append(decode_record(record))
         return records
 
     def write_records(self, records: list[dict[str, Any]]) -> None:
-        """Replace results.jsonl with `records`, atomically."""
-        atomic_write_jsonl(self.results, records)
+        """Replace results.jsonl with `records` (strict JSON), atomically."""
+        atomic_write_jsonl(self.results, [encode_record(r) for r in records])
 
     def mark_done(self) -> None:
         atomic_write_text(self.done, "done\n")

@@ -1,7 +1,8 @@
 """Resumable state: the algorithm, its optimizers and every RNG, as plain data.
 
 Everything saved is tensors, numbers, strings, lists and dicts, so it loads with
-`torch.load(weights_only=True)`: opening a checkpoint never executes code.
+`torch.load(weights_only=True)`: opening a checkpoint never executes code. Its SHA-256 is
+listed in `checkpoint.pt.sha256` (`dgalign.utils.io`) and checked before it is loaded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 from dgalign.errors import RunDirError
-from dgalign.utils.io import atomic_torch_save
+from dgalign.train.rundir import RESTART_HINT
+from dgalign.utils.io import atomic_torch_save, read_verified_torch
 
 CHECKPOINT_FORMAT = "dgalign-checkpoint-1"
 
@@ -47,7 +49,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, algorithm, next_step: int, args: dict[str, Any]) -> None:
-    """Atomically save what resuming at `next_step` needs."""
+    """Atomically save what resuming at `next_step` needs, with its digest beside it."""
     atomic_torch_save(
         path,
         {
@@ -58,28 +60,95 @@ def save_checkpoint(path: Path, algorithm, next_step: int, args: dict[str, Any])
             "rng": rng_state(),
             "args": args,
         },
+        digest=True,
     )
 
 
+def damaged(path: Path, why: str) -> RunDirError:
+    """The one-line error for a checkpoint that cannot be resumed from."""
+    return RunDirError(f"checkpoint {path} cannot be used: {why}; {RESTART_HINT}")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely; RunDirError if it is unreadable or not ours."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling or file error means the file is unusable
-        raise RunDirError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to restart "
-            "the run from step 0"
-        ) from None
+    """Load a checkpoint whose digest matches, safely (no code runs); RunDirError if it is
+    damaged, unreadable or not ours."""
+    state, problem = read_verified_torch(path)
+    if problem is not None:
+        raise damaged(path, problem)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RunDirError(
-            f"{path} is not a dgalign checkpoint; delete it to restart the run from step 0"
-        )
+        raise damaged(path, "it is not a dgalign checkpoint")
+    missing = sorted({"step", "model", "extra", "rng"} - set(state))
+    if missing:
+        raise damaged(path, f"it lacks {', '.join(missing)}")
     return state
 
 
-def restore(algorithm, state: dict[str, Any]) -> int:
-    """Load the model, optimizers and RNGs from `state`; return the step to resume at."""
-    algorithm.load_state_dict(state["model"])
-    algorithm.load_extra_state(state["extra"])
-    set_rng_state(state["rng"])
-    return int(state["step"])
+def restore(algorithm, state: dict[str, Any], path: Path) -> int:
+    """Load the model, optimizers and RNGs from `state` (read from `path`); return the step to
+    resume at. RunDirError (naming `path`) when they do not fit the algorithm."""
+    try:
+        algorithm.load_state_dict(state["model"])
+        algorithm.load_extra_state(state["extra"])
+        _check_optimizer_shapes(algorithm)
+        set_rng_state(state["rng"])
+    except RunDirError as exc:
+        raise damaged(path, str(exc).split(";")[0]) from None
+    except Exception as exc:  # wrong keys, shapes, types: the file does not fit this run
+        detail = " ".join(str(exc).split())[:200]
+        raise damaged(path, f"it does not fit this run ({type(exc).__name__}: {detail})") from None
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise damaged(path, f"its step {step!r} is not an integer")
+    return step
+
+
+def _check_optimizer_shapes(algorithm) -> None:
+    """ValueError when an optimizer's per-parameter state (Adam's moments, ...) has another
+    shape than its parameter: `Optimizer.load_state_dict` does not check that."""
+    owner = getattr(algorithm, "algorithm", algorithm)  # a `CheckpointView`
+    for name, value in vars(owner).items():
+        if not isinstance(value, torch.optim.Optimizer):
+            continue
+        for param, slots in value.state.items():
+            for key, tensor in slots.items():
+                if torch.is_tensor(tensor) and tensor.dim() > 0 and tensor.shape != param.shape:
+                    raise ValueError(
+                        f"{name} state {key} has shape {tuple(tensor.shape)}, its parameter "
+                        f"{tuple(param.shape)}"
+                    )
+
+
+def checkpoint_steps(n_steps: int, checkpoint_freq: int, below: int) -> list[int]:
+    """The steps < `below` that write a record and a checkpoint: every `checkpoint_freq`-th
+    and the last one."""
+    return [s for s in range(min(below, n_steps)) if s % checkpoint_freq == 0 or s == n_steps - 1]
+
+
+def resumed_records(
+    rundir, start_step: int, records: list[dict[str, Any]], n_steps: int, checkpoint_freq: int
+) -> list[dict[str, Any]]:
+    """The records a resume at `start_step` keeps (those of earlier steps), after checking
+    that the checkpoint's step is one a run of `n_steps` saves at and that results.jsonl holds
+    exactly one record per checkpoint before it. RunDirError naming the damaged file else."""
+    path = rundir.checkpoint
+    if not 1 <= start_step <= n_steps:
+        raise damaged(path, f"its step {start_step} is outside this run's 1..{n_steps}")
+    if (start_step - 1) % checkpoint_freq != 0 and start_step != n_steps:
+        raise damaged(
+            path, f"its step {start_step} follows no checkpoint (every {checkpoint_freq} steps)"
+        )
+    kept = [r for r in records if r["step"] < start_step]
+    expected = checkpoint_steps(n_steps, checkpoint_freq, start_step)
+    found = [r["step"] for r in kept]
+    if found != expected:
+        missing = sorted(set(expected) - set(found))
+        what = (
+            f"lacks the records of steps {', '.join(map(str, missing[:5]))}"
+            if missing
+            else f"holds records of steps {found[:8]}, expected {expected[:8]}"
+        )
+        raise RunDirError(
+            f"{rundir.results} {what} (checkpoint {path.name} is at step {start_step}); "
+            f"{RESTART_HINT}"
+        )
+    return kept

@@ -140,8 +140,8 @@ class CheckpointView:
         state = dict(state)
         if CHECKPOINT_KEY not in state:
             raise RunDirError(
-                "the checkpoint holds no weight average although the run uses --swa; delete "
-                "checkpoint.pt to restart the run from step 0"
+                "the checkpoint holds no weight average although the run uses --swa; rerun "
+                "with --restart-from-scratch to discard it and train from step 0"
             )
         self.average.load_state_dict(state.pop(CHECKPOINT_KEY))
         self.algorithm.load_extra_state(state)
