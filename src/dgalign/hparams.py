@@ -5,6 +5,11 @@ DomainBed's semantics: every hyper-parameter is drawn from its own `RandomState`
 hyper-parameters shared with DomainBed get the same draws as DomainBed for the same seed.
 The space is the union of the dataset-level entries below and the algorithm's own `HPARAMS`
 (declared on the algorithm class, next to the code that reads them).
+
+Every hyper-parameter has a `Domain`: the values that can work (`positive()`, `unit_open()` =
+(0, 1), `integer(1)` = integers >= 1, ...; every number finite). `resolve_hparams` checks the
+resolved configuration against it, so a bad `--hparams` value is one ConfigError before a run
+(or any job of a sweep) starts.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dgalign.errors import ConfigError
+from dgalign.networks.featurizers import BACKBONES
 from dgalign.utils.seeding import seed_hash
 
 SMALL_IMAGES = ("Debug28", "RotatedMNIST", "ColoredMNIST", "Spurious28")
@@ -70,61 +76,200 @@ def const(value: Any) -> Sampler:
     return Sampler(lambda r: value, f"{value} (fixed)")
 
 
+INT_MAX = 2**31 - 1  # integers past a C int overflow the tensors and counters they size
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values a hyper-parameter may take: `kind` bool / int / float / str; numbers finite
+    and within [lo, hi] (an end excluded when `lo_open` / `hi_open`); strings among `options`
+    when given. `description` reads like `> 0` or `in (0, 1)`."""
+
+    kind: str
+    description: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    options: tuple[str, ...] = ()
+
+    def check(self, name: str, value: Any) -> Any:
+        """`value` coerced to the kind (an integral float becomes an int, an int a float);
+        ConfigError (one line) when it is outside the domain."""
+        where = f"hyper-parameter {name} must be"
+        domain = f" {self.description}" if self.description else ""
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} true or false, got {_show(value)}")
+            return value
+        if self.kind == "str":
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} a string, got {_show(value)}")
+            if self.options and value not in self.options:
+                raise ConfigError(f"{where} one of {', '.join(self.options)}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            what = "an integer" if self.kind == "int" else "a number"
+            raise ConfigError(f"{where} {what}{domain}, got {_show(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} a finite number{domain}, got {value}")
+        if self.kind == "int":
+            if value != int(value):
+                raise ConfigError(f"{where} an integer{domain}, got {value}")
+            value = int(value)
+        else:
+            value = float(value)
+        if not self._within(value):
+            what = "an integer" if self.kind == "int" else "a number"
+            if self.hi is not None and value > self.hi and self.kind == "int":
+                domain += f" and at most {int(self.hi)}"
+            raise ConfigError(f"{where} {what}{domain}, got {value}")
+        return value
+
+    def _within(self, value: float) -> bool:
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        return not (
+            self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi))
+        )
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def boolean() -> Domain:
+    """true or false."""
+    return Domain("bool", "true or false")
+
+
+def integer(minimum: int = 1, maximum: int = INT_MAX) -> Domain:
+    """An integer in [minimum, maximum]."""
+    return Domain("int", f">= {minimum}", lo=minimum, hi=maximum)
+
+
+def positive() -> Domain:
+    """A finite number > 0."""
+    return Domain("float", "> 0", lo=0.0, lo_open=True)
+
+
+def nonnegative() -> Domain:
+    """A finite number >= 0."""
+    return Domain("float", ">= 0", lo=0.0)
+
+
+def unit_open() -> Domain:
+    """A number in (0, 1)."""
+    return Domain("float", "in (0, 1)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+
+
+def interval(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Domain:
+    """A number in the interval from `lo` to `hi` (ends excluded as asked)."""
+    text = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    return Domain("float", text, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+
+
+def finite() -> Domain:
+    """Any finite number."""
+    return Domain("float", "(finite)")
+
+
+def one_of(*options: str) -> Domain:
+    """One of the strings `options`."""
+    return Domain("str", "one of " + ", ".join(options), options=tuple(options))
+
+
+def any_string() -> Domain:
+    """Any string."""
+    return Domain("str", "a string")
+
+
+def inferred_domain(default: Any) -> Domain:
+    """The loosest domain of `default`'s type, for an entry declared without one."""
+    if isinstance(default, bool):
+        return boolean()
+    if isinstance(default, int):
+        return integer(0)
+    if isinstance(default, float):
+        return finite()
+    return any_string()
+
+
 @dataclass(frozen=True)
 class HParam:
-    """One hyper-parameter: name, default value, random rule and a one-line meaning."""
+    """One hyper-parameter: name, default value, random rule, a one-line meaning and the
+    domain of values that can work (inferred from the default's type when not given)."""
 
     name: str
     default: Any
     sampler: Sampler
     help: str = ""
+    domain: Domain | None = None
+
+    @property
+    def allowed(self) -> Domain:
+        """The declared domain, else the one inferred from the default."""
+        return self.domain if self.domain is not None else inferred_domain(self.default)
+
+
+B = boolean()
+DROP = interval(0.0, 1.0, hi_open=True)  # a dropout probability
+BATCH = integer(1)
 
 
 def base_hparam_space(dataset: str) -> list[HParam]:
     """Entries every algorithm has (DomainBed's unconditional and dataset-level ones)."""
     small = dataset in SMALL_IMAGES
     space = [
-        HParam("data_augmentation", True, const(True), "image augmentation on training envs"),
-        HParam("resnet18", False, const(False), "ResNet-18 instead of ResNet-50 (DomainBed)"),
-        HParam("resnet_dropout", 0.0, choice([0.0, 0.1, 0.5]), "dropout before the head"),
-        HParam("class_balanced", False, const(False), "class-balanced sampling"),
-        HParam("nonlinear_classifier", False, const(False), "MLP head instead of linear"),
+        HParam("data_augmentation", True, const(True), "image augmentation on training envs", B),
+        HParam("resnet18", False, const(False), "ResNet-18 instead of ResNet-50 (DomainBed)", B),
+        HParam("resnet_dropout", 0.0, choice([0.0, 0.1, 0.5]), "dropout before the head", DROP),
+        HParam("class_balanced", False, const(False), "class-balanced sampling", B),
+        HParam("nonlinear_classifier", False, const(False), "MLP head instead of linear", B),
         HParam(
             "backbone",
             "mnist_cnn" if small else "resnet50",
             const("mnist_cnn" if small else "resnet50"),
             "featurizer: mnist_cnn, mlp, resnet18, resnet50, vit_s16, resnet50_augmix, "
             "dinov2_vitb14 or clip_vitb16",
+            one_of(*BACKBONES),
         ),
         HParam(
             "pretrained",
             not small,
             const(not small),
             "ImageNet weights for resnet18/50 and vit_s16 (false: random init)",
+            B,
         ),
-        HParam("freeze_bn", True, const(True), "ResNet BatchNorm kept in eval mode (DomainBed)"),
-        HParam("vit_dropout", 0.0, choice([0.0, 0.1, 0.5]), "dropout on DINOv2 / CLIP features"),
-        HParam("vit_attn_tune", False, const(False), "DINOv2 / CLIP: train attention weights only"),
-        HParam("amp", False, const(False), "CUDA: bfloat16 autocast, channels-last featurizer"),
-        HParam("mlp_width", 256, int_log_uniform(2, 6, 10), "MLP featurizer width"),
-        HParam("mlp_depth", 3, choice([3, 4, 5]), "MLP featurizer depth"),
-        HParam("mlp_dropout", 0.0, choice([0.0, 0.1, 0.5]), "MLP featurizer dropout"),
+        HParam("freeze_bn", True, const(True), "ResNet BatchNorm kept in eval mode (DomainBed)", B),
+        HParam(
+            "vit_dropout", 0.0, choice([0.0, 0.1, 0.5]), "dropout on DINOv2 / CLIP features", DROP
+        ),
+        HParam(
+            "vit_attn_tune", False, const(False), "DINOv2 / CLIP: train attention weights only", B
+        ),
+        HParam("amp", False, const(False), "CUDA: bfloat16 autocast, channels-last featurizer", B),
+        HParam("mlp_width", 256, int_log_uniform(2, 6, 10), "MLP featurizer width", integer(1)),
+        HParam("mlp_depth", 3, choice([3, 4, 5]), "MLP featurizer depth", integer(2)),
+        HParam("mlp_dropout", 0.0, choice([0.0, 0.1, 0.5]), "MLP featurizer dropout", DROP),
     ]
     if small:
         space += [
-            HParam("lr", 1e-3, log_uniform(-4.5, -2.5), "Adam learning rate"),
-            HParam("weight_decay", 0.0, const(0.0), "Adam weight decay"),
-            HParam("batch_size", 64, int_log_uniform(2, 3, 9), "batch size per domain"),
+            HParam("lr", 1e-3, log_uniform(-4.5, -2.5), "Adam learning rate", positive()),
+            HParam("weight_decay", 0.0, const(0.0), "Adam weight decay", nonnegative()),
+            HParam("batch_size", 64, int_log_uniform(2, 3, 9), "batch size per domain", BATCH),
         ]
     else:
         space += [
-            HParam("lr", 5e-5, log_uniform(-5, -3.5), "Adam learning rate"),
-            HParam("weight_decay", 0.0, log_uniform(-6, -2), "Adam weight decay"),
+            HParam("lr", 5e-5, log_uniform(-5, -3.5), "Adam learning rate", positive()),
+            HParam("weight_decay", 0.0, log_uniform(-6, -2), "Adam weight decay", nonnegative()),
             HParam(
                 "batch_size",
                 32,
                 int_log_uniform(2, 3, 5) if dataset == "DomainNet" else int_log_uniform(2, 3, 5.5),
                 "batch size per domain",
+                BATCH,
             ),
         ]
     return space
@@ -166,7 +311,18 @@ def resolve_hparams(
         hparams = default_hparams(algorithm, dataset)
     else:
         hparams = random_hparams(algorithm, dataset, seed_hash(hparams_seed, trial_seed))
-    return apply_overrides(hparams, overrides)
+    resolved = apply_overrides(hparams, overrides)
+    return check_hparams(resolved, hparam_space(algorithm, dataset))
+
+
+def check_hparams(hparams: dict[str, Any], space: list[HParam]) -> dict[str, Any]:
+    """`hparams` with every value checked against (and coerced to) its entry's domain;
+    ConfigError (one line) for the first value outside it. Names without an entry pass."""
+    domains = {h.name: h.allowed for h in space}
+    return {
+        name: domains[name].check(name, value) if name in domains else value
+        for name, value in hparams.items()
+    }
 
 
 def apply_overrides(
@@ -175,7 +331,8 @@ def apply_overrides(
     """Return `hparams` updated with `overrides` (a dict or a JSON object string).
 
     Raises ConfigError for malformed JSON, a non-object, an unknown name, or a value whose
-    type does not match the default's (ints are accepted where floats are expected).
+    type does not match the default's (ints are accepted where floats are expected; numbers
+    must be finite). Ranges are checked by `check_hparams`.
     """
     if overrides is None or overrides == "":
         return dict(hparams)
@@ -187,6 +344,8 @@ def apply_overrides(
                 f"--hparams is not valid JSON ({exc.msg} at position {exc.pos}); "
                 "pass an object such as '{\"lr\": 0.001}'"
             ) from None
+        except RecursionError:
+            raise ConfigError("--hparams is nested too deeply to be hyper-parameters") from None
     if not isinstance(overrides, dict):
         raise ConfigError("--hparams must be a JSON object such as '{\"lr\": 0.001}'")
     unknown = sorted(set(overrides) - set(hparams))
@@ -202,18 +361,14 @@ def apply_overrides(
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
+    """`value` checked against the type of `default` (numbers finite; ranges are the
+    domains' business, see `check_hparams`)."""
     if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"hyper-parameter {name} must be true or false, got {value!r}")
-        return value
+        return Domain("bool", "true or false").check(name, value)
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise ConfigError(f"hyper-parameter {name} must be an integer, got {value!r}")
-        return int(value)
+        return Domain("int", "").check(name, value)
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            raise ConfigError(f"hyper-parameter {name} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"hyper-parameter {name} must be a string, got {value!r}")
+        return Domain("float", "").check(name, value)
+    if isinstance(default, str):
+        return Domain("str", "a string").check(name, value)
     return value

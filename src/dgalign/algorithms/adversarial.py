@@ -13,7 +13,18 @@ from torch import autograd, nn
 from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import SMALL_IMAGES, HParam, choice, const, int_log_uniform, log_uniform
+from dgalign.hparams import (
+    SMALL_IMAGES,
+    HParam,
+    choice,
+    const,
+    int_log_uniform,
+    integer,
+    interval,
+    log_uniform,
+    nonnegative,
+    positive,
+)
 from dgalign.networks import MLP
 
 
@@ -29,16 +40,31 @@ class _AdversarialBase(FeaturizerClassifier):
 
     CONDITIONAL = False
     HPARAMS = (
-        HParam("lambda", 1.0, log_uniform(-2, 2), "weight of the adversarial term"),
-        HParam("weight_decay_d", 0.0, log_uniform(-6, -2), "discriminator weight decay"),
+        HParam("lambda", 1.0, log_uniform(-2, 2), "weight of the adversarial term", nonnegative()),
+        HParam(
+            "weight_decay_d", 0.0, log_uniform(-6, -2), "discriminator weight decay", nonnegative()
+        ),
         HParam(
             "d_steps_per_g_step",
             1,
             int_log_uniform(2, 0, 3),
             "discriminator steps per generator step",
+            integer(1),
         ),
-        HParam("grad_penalty", 0.0, log_uniform(-2, 1), "discriminator input-gradient penalty"),
-        HParam("beta1", 0.5, choice([0.0, 0.5]), "Adam beta1 of both optimizers"),
+        HParam(
+            "grad_penalty",
+            0.0,
+            log_uniform(-2, 1),
+            "discriminator input-gradient penalty",
+            nonnegative(),
+        ),
+        HParam(
+            "beta1",
+            0.5,
+            choice([0.0, 0.5]),
+            "Adam beta1 of both optimizers",
+            interval(0.0, 1.0, hi_open=True),
+        ),
     )
 
     @classmethod
@@ -49,9 +75,15 @@ class _AdversarialBase(FeaturizerClassifier):
             lr_range, lr, wd = log_uniform(-5, -3.5), 5e-5, log_uniform(-6, -2)
         return [
             *cls.HPARAMS,
-            HParam("lr_g", lr, lr_range, "generator (featurizer + classifier) learning rate"),
-            HParam("lr_d", lr, lr_range, "discriminator learning rate"),
-            HParam("weight_decay_g", 0.0, wd, "generator weight decay"),
+            HParam(
+                "lr_g",
+                lr,
+                lr_range,
+                "generator (featurizer + classifier) learning rate",
+                positive(),
+            ),
+            HParam("lr_d", lr, lr_range, "discriminator learning rate", positive()),
+            HParam("weight_decay_g", 0.0, wd, "generator weight decay", nonnegative()),
         ]
 
     def __init__(

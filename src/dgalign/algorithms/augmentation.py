@@ -13,7 +13,7 @@ from torch import nn
 from dgalign.algorithms._common import concat, random_pairs, sample_beta
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, choice, log_uniform
+from dgalign.hparams import HParam, choice, interval, log_uniform, positive
 from dgalign.networks.mixstyle import MixStyle as MixStyleLayer
 from dgalign.networks.mixstyle import MixStyleFeaturizer
 
@@ -31,7 +31,9 @@ class _PairMixup(FeaturizerClassifier):
     """Shared loop: for each random pair of domains (i, j), lam ~ Beta(alpha, alpha), loss
     CE(logits of the mix, lam * y_i + (1 - lam) * y_j); the sum over pairs divided by E."""
 
-    HPARAMS = (HParam("mixup_alpha", 0.2, log_uniform(-1, 1), "Beta(alpha, alpha) of lambda"),)
+    HPARAMS = (
+        HParam("mixup_alpha", 0.2, log_uniform(-1, 1), "Beta(alpha, alpha) of lambda", positive()),
+    )
 
     def mixed_logits(self, x_i: torch.Tensor, x_j: torch.Tensor, lam: float) -> torch.Tensor:
         raise NotImplementedError
@@ -89,8 +91,20 @@ class MixStyle(FeaturizerClassifier):
     DESCRIPTION = "MixStyle: mix instance feature statistics across samples in early layers"
     PAPER = "Zhou et al., 2021"
     HPARAMS = (
-        HParam("mixstyle_p", 0.5, choice([0.3, 0.5, 0.7]), "probability of mixing per layer"),
-        HParam("mixstyle_alpha", 0.1, choice([0.1, 0.2, 0.3, 0.4]), "Beta(alpha, alpha) of lambda"),
+        HParam(
+            "mixstyle_p",
+            0.5,
+            choice([0.3, 0.5, 0.7]),
+            "probability of mixing per layer",
+            interval(0.0, 1.0),
+        ),
+        HParam(
+            "mixstyle_alpha",
+            0.1,
+            choice([0.1, 0.2, 0.3, 0.4]),
+            "Beta(alpha, alpha) of lambda",
+            positive(),
+        ),
     )
 
     def __init__(

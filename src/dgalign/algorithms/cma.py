@@ -32,7 +32,17 @@ from dgalign.algorithms.hessian import HeadAlignment, Penalties
 from dgalign.algorithms.registry import register
 from dgalign.curvature import head_gradient, head_hessian, head_hessian_diag, head_hessian_inner
 from dgalign.errors import ConfigError
-from dgalign.hparams import SMALL_IMAGES, HParam, const, int_log_uniform, log_uniform
+from dgalign.hparams import (
+    SMALL_IMAGES,
+    HParam,
+    const,
+    int_log_uniform,
+    integer,
+    log_uniform,
+    nonnegative,
+    one_of,
+    positive,
+)
 
 HESSIAN_MODES = ("full", "gram", "diag")
 
@@ -116,16 +126,41 @@ class CMA(HeadAlignment):
     DESCRIPTION = "Closed-form moment alignment of head gradients and Hessians (CMA)"
     PAPER = "Moment Alignment: Unifying Gradient and Hessian Matching for DG, arXiv:2506.07378"
     HPARAMS = (
-        HParam("grad_alpha", 5000.0, log_uniform(1, 4), "gradient-alignment weight (authors)"),
-        HParam("hess_beta", 1000.0, log_uniform(1, 4), "Hessian-alignment weight (authors)"),
+        HParam(
+            "grad_alpha",
+            5000.0,
+            log_uniform(1, 4),
+            "gradient-alignment weight (authors)",
+            nonnegative(),
+        ),
+        HParam(
+            "hess_beta",
+            1000.0,
+            log_uniform(1, 4),
+            "Hessian-alignment weight (authors)",
+            nonnegative(),
+        ),
         HParam(
             "penalty_anneal_iters",
             1500,
             int_log_uniform(10, 2, 4),
             "steps without penalties, Adam re-created after (range: authors; default: Fishr's)",
+            integer(0),
         ),
-        HParam("hessian_mode", "gram", const("gram"), "full, gram (same value, no H) or diag"),
-        HParam("hessian_memory_mb", 1024, const(1024), "budget for hessian_mode full (MiB)"),
+        HParam(
+            "hessian_mode",
+            "gram",
+            const("gram"),
+            "full, gram (same value, no H) or diag",
+            one_of(*HESSIAN_MODES),
+        ),
+        HParam(
+            "hessian_memory_mb",
+            1024,
+            const(1024),
+            "budget for hessian_mode full (MiB)",
+            integer(1),
+        ),
     )
     WEIGHTS: ClassVar[dict[str, str]] = {"grad_penalty": "grad_alpha", "hess_penalty": "hess_beta"}
     LINEAR_HEAD = True
@@ -140,6 +175,7 @@ class CMA(HeadAlignment):
             1e-3 if dataset == "ColoredMNIST" else 5e-5,
             log_uniform(-4.5, -2.5) if small else log_uniform(-5, -3.5),
             "Adam learning rate (CMA authors' default)",
+            positive(),
         )
         return [*cls.HPARAMS, lr]
 

@@ -10,7 +10,7 @@ import torch
 from dgalign.algorithms._common import concat, domain_losses, sizes
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, log_uniform
+from dgalign.hparams import HParam, log_uniform, nonnegative
 
 GAMMAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -53,7 +53,11 @@ def gaussian_mmd(
 class _PairwiseAlignment(FeaturizerClassifier):
     """min (1/E) sum_e CE_e + gamma * mean_{i<j} D(features_i, features_j)."""
 
-    HPARAMS = (HParam("mmd_gamma", 1.0, log_uniform(-1, 1), "weight of the alignment penalty"),)
+    HPARAMS = (
+        HParam(
+            "mmd_gamma", 1.0, log_uniform(-1, 1), "weight of the alignment penalty", nonnegative()
+        ),
+    )
 
     def discrepancy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

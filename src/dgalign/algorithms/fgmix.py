@@ -32,7 +32,17 @@ from dgalign.algorithms.fgmix_policy import (
 from dgalign.algorithms.registry import register
 from dgalign.curvature import head_per_sample_gradients, per_sample_grads
 from dgalign.errors import ConfigError
-from dgalign.hparams import HParam, choice, const
+from dgalign.hparams import (
+    HParam,
+    boolean,
+    choice,
+    const,
+    integer,
+    interval,
+    nonnegative,
+    one_of,
+    positive,
+)
 
 VARIANTS = ("A", "B", "C", "D", "E", "F", "full")
 LEARNED = ("E", "F", "full")  # the policy (f, tau) is trained by the flatness loss
@@ -88,26 +98,92 @@ class FGMix(FeaturizerClassifier):
     DESCRIPTION = "Flatness-aware gradient-based latent mixup with extrapolation"
     PAPER = "Wang et al., Learning Gradient-based Mixup towards Flatter Minima for DG"
     HPARAMS = (
-        HParam("variant", "full", const("full"), "ablation: A, B, C, D, E, F or full (sec. 4.4)"),
-        HParam("start_step", 3000, const(3000), "first step of mixup and policy learning"),
-        HParam("tau_init", 3.0, choice([1.0, 3.0, 5.0, 8.0]), "initial scale tau (1 = none)"),
-        HParam("gamma", 0.1, choice([0.01, 0.03, 0.1, 0.3]), "weight of the adversarial loss"),
-        HParam("policy_lr", 1e-3, choice([1e-4, 1e-3, 1e-2]), "Adam lr of policy and critic"),
-        HParam("rho", 0.5, choice([0.1, 0.5, 1.0]), "radius of the flatness perturbations"),
-        HParam("n_directions", 100, const(100), "random directions of the flatness loss"),
-        HParam("mixup_batch", 32, const(32), "mixed codes per step"),
-        HParam("dirichlet_alpha", 1.0, const(1.0), "Dirichlet concentration (variant A)"),
-        HParam("mix_missing", "available", const("available"), "available or skip (see doc)"),
-        HParam("score_normalize", True, const(True), "L2-normalise the inputs of f"),
-        HParam("prior_momentum", 0.99, const(0.99), "EMA momentum of the prior's moments"),
-        HParam("adv_form", "nonsaturating", const("nonsaturating"), "or minimax"),
+        HParam(
+            "variant",
+            "full",
+            const("full"),
+            "ablation: A, B, C, D, E, F or full (sec. 4.4)",
+            one_of(*VARIANTS),
+        ),
+        HParam(
+            "start_step",
+            3000,
+            const(3000),
+            "first step of mixup and policy learning",
+            integer(0),
+        ),
+        HParam(
+            "tau_init",
+            3.0,
+            choice([1.0, 3.0, 5.0, 8.0]),
+            "initial scale tau (1 = none)",
+            positive(),
+        ),
+        HParam(
+            "gamma",
+            0.1,
+            choice([0.01, 0.03, 0.1, 0.3]),
+            "weight of the adversarial loss",
+            nonnegative(),
+        ),
+        HParam(
+            "policy_lr",
+            1e-3,
+            choice([1e-4, 1e-3, 1e-2]),
+            "Adam lr of policy and critic",
+            positive(),
+        ),
+        HParam(
+            "rho",
+            0.5,
+            choice([0.1, 0.5, 1.0]),
+            "radius of the flatness perturbations",
+            nonnegative(),
+        ),
+        HParam(
+            "n_directions",
+            100,
+            const(100),
+            "random directions of the flatness loss",
+            integer(1),
+        ),
+        HParam("mixup_batch", 32, const(32), "mixed codes per step", integer(1)),
+        HParam(
+            "dirichlet_alpha",
+            1.0,
+            const(1.0),
+            "Dirichlet concentration (variant A)",
+            positive(),
+        ),
+        HParam(
+            "mix_missing",
+            "available",
+            const("available"),
+            "available or skip (see doc)",
+            one_of("available", "skip"),
+        ),
+        HParam("score_normalize", True, const(True), "L2-normalise the inputs of f", boolean()),
+        HParam(
+            "prior_momentum",
+            0.99,
+            const(0.99),
+            "EMA momentum of the prior's moments",
+            interval(0.0, 1.0, hi_open=True),
+        ),
+        HParam(
+            "adv_form",
+            "nonsaturating",
+            const("nonsaturating"),
+            "or minimax",
+            one_of("nonsaturating", "minimax"),
+        ),
     )
 
     @classmethod
     def hparam_space(cls, dataset: str) -> list[HParam]:
         start = default_start_step(dataset)
         return [
-            HParam(h.name, start, const(start), h.help) if h.name == "start_step" else h
+            HParam(h.name, start, const(start), h.help, h.domain) if h.name == "start_step" else h
             for h in cls.HPARAMS
         ]
 

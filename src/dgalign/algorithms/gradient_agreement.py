@@ -14,7 +14,7 @@ from dgalign.algorithms._common import (
 )
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, log_uniform, uniform
+from dgalign.hparams import HParam, interval, log_uniform, positive, uniform
 
 
 def and_mask_gradient(grads: torch.Tensor, tau: float) -> torch.Tensor:
@@ -66,7 +66,15 @@ class ANDMask(_MaskedGradient):
 
     DESCRIPTION = "AND-mask: follow only gradient components with agreeing signs across domains"
     PAPER = "Parascandolo et al., 2021"
-    HPARAMS = (HParam("tau", 1.0, uniform(0.5, 1.0), "sign-agreement threshold of the mask"),)
+    HPARAMS = (
+        HParam(
+            "tau",
+            1.0,
+            uniform(0.5, 1.0),
+            "sign-agreement threshold of the mask",
+            interval(0.0, 1.0),
+        ),
+    )
 
     def combine(self, grads: torch.Tensor) -> torch.Tensor:
         return and_mask_gradient(grads, float(self.hparams["tau"]))
@@ -79,8 +87,14 @@ class SANDMask(_MaskedGradient):
     DESCRIPTION = "SAND-mask: smooth sign-agreement gradient mask scaled by gradient variance"
     PAPER = "Shahtalebi et al., 2021"
     HPARAMS = (
-        HParam("tau", 1.0, uniform(0.0, 1.0), "sign-agreement threshold of the mask"),
-        HParam("k", 10.0, log_uniform(-3, 5), "steepness of the tanh mask"),
+        HParam(
+            "tau",
+            1.0,
+            uniform(0.0, 1.0),
+            "sign-agreement threshold of the mask",
+            interval(0.0, 1.0),
+        ),
+        HParam("k", 10.0, log_uniform(-3, 5), "steepness of the tanh mask", positive()),
     )
 
     def combine(self, grads: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,16 @@ from dgalign.algorithms._common import (
 )
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, choice, int_uniform, log_uniform, uniform
+from dgalign.hparams import (
+    HParam,
+    choice,
+    int_uniform,
+    integer,
+    interval,
+    log_uniform,
+    nonnegative,
+    uniform,
+)
 
 
 @register
@@ -31,7 +40,15 @@ class IGA(FeaturizerClassifier):
 
     DESCRIPTION = "Inter-environmental gradient alignment (penalise gradient deviations)"
     PAPER = "Koyama & Yamaguchi, 2020"
-    HPARAMS = (HParam("penalty", 1000.0, log_uniform(1, 5), "gradient-alignment penalty weight"),)
+    HPARAMS = (
+        HParam(
+            "penalty",
+            1000.0,
+            log_uniform(1, 5),
+            "gradient-alignment penalty weight",
+            nonnegative(),
+        ),
+    )
 
     def update(self, minibatches: Minibatches) -> dict[str, float]:
         params = list(self.network.parameters())
@@ -62,7 +79,13 @@ class Fish(FeaturizerClassifier):
     DESCRIPTION = "Fish: first-order gradient matching via sequential inner steps"
     PAPER = "Shi et al., 2022"
     HPARAMS = (
-        HParam("meta_lr", 0.5, choice([0.05, 0.1, 0.5]), "outer interpolation step toward theta~"),
+        HParam(
+            "meta_lr",
+            0.5,
+            choice([0.05, 0.1, 0.5]),
+            "outer interpolation step toward theta~",
+            interval(0.0, 1.0, lo_open=True),
+        ),
     )
 
     def __init__(
@@ -136,14 +159,23 @@ class Fishr(AnnealedPenalty):
     DESCRIPTION = "Fishr: match the domains' per-sample gradient variances on the head"
     PAPER = "Rame et al., 2022"
     HPARAMS = (
-        HParam("lambda", 1000.0, log_uniform(1, 4), "variance-matching penalty weight"),
+        HParam(
+            "lambda", 1000.0, log_uniform(1, 4), "variance-matching penalty weight", nonnegative()
+        ),
         HParam(
             "penalty_anneal_iters",
             1500,
             int_uniform(0, 5000),
             "steps without the penalty (Adam is reset when it switches on)",
+            integer(0),
         ),
-        HParam("ema", 0.95, uniform(0.90, 0.99), "moving-average factor of the variances"),
+        HParam(
+            "ema",
+            0.95,
+            uniform(0.90, 0.99),
+            "moving-average factor of the variances",
+            interval(0.0, 1.0),
+        ),
     )
 
     def __init__(

@@ -48,7 +48,7 @@ from dgalign.curvature import (
     hutchinson_diag,
 )
 from dgalign.errors import ConfigError
-from dgalign.hparams import HParam, const, log_uniform
+from dgalign.hparams import HParam, boolean, const, integer, log_uniform, nonnegative, one_of
 
 REDUCTIONS = ("mean", "sum")
 Penalties = dict[str, Tensor]
@@ -252,12 +252,30 @@ def alignment_hparams(
 ) -> tuple[HParam, ...]:
     """alpha (Hessian term), beta (gradient term) and the penalty-form options."""
     return (
-        HParam("alpha", alpha, log_uniform(*alpha_rng), f"Hessian-term weight; {src}"),
-        HParam("beta", beta, log_uniform(*beta_rng), f"gradient-term weight; {src}"),
-        HParam("detach_mean", True, const(True), "stop-gradient on the mean terms (False: CMNIST)"),
-        HParam("reduction", "mean", const("mean"), "mean or sum of the domain terms (sum: CMNIST)"),
         HParam(
-            "penalty_anneal_iters", 0, const(0), "steps with penalty weight 0 (Adam reset after)"
+            "alpha", alpha, log_uniform(*alpha_rng), f"Hessian-term weight; {src}", nonnegative()
+        ),
+        HParam("beta", beta, log_uniform(*beta_rng), f"gradient-term weight; {src}", nonnegative()),
+        HParam(
+            "detach_mean",
+            True,
+            const(True),
+            "stop-gradient on the mean terms (False: CMNIST)",
+            boolean(),
+        ),
+        HParam(
+            "reduction",
+            "mean",
+            const("mean"),
+            "mean or sum of the domain terms (sum: CMNIST)",
+            one_of("mean", "sum"),
+        ),
+        HParam(
+            "penalty_anneal_iters",
+            0,
+            const(0),
+            "steps with penalty weight 0 (Adam reset after)",
+            integer(0),
         ),
     )
 
@@ -270,7 +288,13 @@ _MID = (
 )
 _HUTCHINSON = (
     *alignment_hparams(300.0, (1, 4), 1e4, (2, 6), _MID),
-    HParam("share_probes", False, const(False), "one probe draw for every domain and the mean"),
+    HParam(
+        "share_probes",
+        False,
+        const(False),
+        "one probe draw for every domain and the mean",
+        boolean(),
+    ),
 )
 
 
@@ -305,7 +329,13 @@ class Hutchinson(HeadAlignment):
     PAPER = "Hemati et al., 2023"
     HPARAMS = (
         *_HUTCHINSON,
-        HParam("n_probes", 300, const(300), "probes per estimate (authors' code; paper: 100)"),
+        HParam(
+            "n_probes",
+            300,
+            const(300),
+            "probes per estimate (authors' code; paper: 100)",
+            integer(1),
+        ),
     )
     WEIGHTS: ClassVar[dict[str, str]] = {"hess_penalty": "alpha", "grad_penalty": "beta"}
 
@@ -333,7 +363,13 @@ class HessianDiag(HeadAlignment):
     PAPER = "Hemati et al., 2023 (exact diagonal)"
     HPARAMS = (
         *_HUTCHINSON,
-        HParam("expected_probes", 0, const(0), "m > 0: add Hutchinson's m-probe variance term"),
+        HParam(
+            "expected_probes",
+            0,
+            const(0),
+            "m > 0: add Hutchinson's m-probe variance term",
+            integer(0),
+        ),
     )
     WEIGHTS: ClassVar[dict[str, str]] = {
         "hess_penalty": "alpha",

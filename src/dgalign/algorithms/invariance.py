@@ -12,7 +12,7 @@ from torch import Tensor, autograd
 from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, sizes
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, int_log_uniform, log_uniform
+from dgalign.hparams import HParam, int_log_uniform, integer, log_uniform, nonnegative, positive
 
 
 def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -30,12 +30,19 @@ def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def annealed_hparams(prefix: str, weight: float, what: str) -> tuple[HParam, HParam]:
     """`<prefix>_lambda` (default `weight`, weighing `what`) and `<prefix>_penalty_anneal_iters`."""
     return (
-        HParam(f"{prefix}_lambda", weight, log_uniform(-1, 5), f"{what} weight after annealing"),
+        HParam(
+            f"{prefix}_lambda",
+            weight,
+            log_uniform(-1, 5),
+            f"{what} weight after annealing",
+            nonnegative(),
+        ),
         HParam(
             f"{prefix}_penalty_anneal_iters",
             500,
             int_log_uniform(10, 0, 4),
             f"steps with penalty weight 1 before {prefix}_lambda (Adam is reset at the switch)",
+            integer(0),
         ),
     )
 
@@ -111,7 +118,13 @@ class GroupDRO(FeaturizerClassifier):
     DESCRIPTION = "Group distributionally robust optimization over the training domains"
     PAPER = "Sagawa et al., 2020"
     HPARAMS = (
-        HParam("groupdro_eta", 1e-2, log_uniform(-3, -1), "step size of the domain weights q"),
+        HParam(
+            "groupdro_eta",
+            1e-2,
+            log_uniform(-3, -1),
+            "step size of the domain weights q",
+            positive(),
+        ),
     )
 
     def __init__(

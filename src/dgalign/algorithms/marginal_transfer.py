@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, choice
+from dgalign.hparams import HParam, choice, interval
 from dgalign.networks import build_classifier
 
 
@@ -34,6 +34,7 @@ class MTL(FeaturizerClassifier):
             0.99,
             choice([0.5, 0.9, 0.99, 1.0]),
             "weight of the current batch in the domain-embedding moving average",
+            interval(0.0, 1.0),
         ),
     )
 

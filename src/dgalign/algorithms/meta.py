@@ -15,7 +15,7 @@ from torch import autograd
 from dgalign.algorithms._common import Pair, concat, sizes
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import SMALL_IMAGES, HParam, choice, const, log_uniform
+from dgalign.hparams import SMALL_IMAGES, HParam, choice, const, integer, log_uniform, nonnegative
 from dgalign.networks.context import ContextNet
 
 
@@ -32,8 +32,10 @@ class MLDG(FeaturizerClassifier):
     DESCRIPTION = "Meta-learning domain generalization (first-order MAML over domain splits)"
     PAPER = "Li et al., 2018"
     HPARAMS = (
-        HParam("mldg_beta", 1.0, log_uniform(-1, 1), "weight of the meta-test loss"),
-        HParam("n_meta_test", 2, choice([1, 2]), "number of meta-test domains per step"),
+        HParam("mldg_beta", 1.0, log_uniform(-1, 1), "weight of the meta-test loss", nonnegative()),
+        HParam(
+            "n_meta_test", 2, choice([1, 2]), "number of meta-test domains per step", integer(1)
+        ),
     )
 
     def meta_pairs(self, minibatches: Minibatches) -> list[Pair]:
@@ -125,7 +127,15 @@ class ARM(FeaturizerClassifier):
     def hparam_space(cls, dataset: str) -> list[HParam]:
         if dataset in SMALL_IMAGES:
             return []
-        return [HParam("batch_size", 8, const(8), "batch size per domain (= support set size)")]
+        return [
+            HParam(
+                "batch_size",
+                8,
+                const(8),
+                "batch size per domain (= support set size)",
+                integer(1),
+            )
+        ]
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         params = list(self.network.parameters())

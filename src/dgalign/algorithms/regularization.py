@@ -13,7 +13,9 @@ from torch import autograd, nn
 from dgalign.algorithms._common import concat, sample_beta
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, log_uniform, uniform
+from dgalign.hparams import HParam, interval, log_uniform, nonnegative, uniform
+
+FRACTION = interval(0.0, 1.0)  # a share of features or samples
 
 
 def keep_below_quantile(
@@ -36,8 +38,14 @@ class RSC(FeaturizerClassifier):
     DESCRIPTION = "Representation self-challenging: mute the most predictive features"
     PAPER = "Huang et al., 2020"
     HPARAMS = (
-        HParam("rsc_f_drop_factor", 1 / 3, uniform(0, 0.5), "fraction of features muted"),
-        HParam("rsc_b_drop_factor", 1 / 3, uniform(0, 0.5), "fraction of samples challenged"),
+        HParam("rsc_f_drop_factor", 1 / 3, uniform(0, 0.5), "fraction of features muted", FRACTION),
+        HParam(
+            "rsc_b_drop_factor",
+            1 / 3,
+            uniform(0, 0.5),
+            "fraction of samples challenged",
+            FRACTION,
+        ),
     )
 
     def feature_mask(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -154,7 +162,11 @@ class SD(FeaturizerClassifier):
 
     DESCRIPTION = "Spectral decoupling: penalise the squared logits"
     PAPER = "Pezeshki et al., 2021"
-    HPARAMS = (HParam("sd_reg", 0.1, log_uniform(-5, -1), "weight of the squared-logit penalty"),)
+    HPARAMS = (
+        HParam(
+            "sd_reg", 0.1, log_uniform(-5, -1), "weight of the squared-logit penalty", nonnegative()
+        ),
+    )
 
     def update(self, minibatches: Minibatches) -> dict[str, float]:
         all_x, all_y = concat(minibatches)

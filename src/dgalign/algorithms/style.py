@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, log_uniform
+from dgalign.hparams import HParam, log_uniform, nonnegative
 from dgalign.networks import build_classifier
 
 
@@ -64,7 +64,11 @@ class SagNet(FeaturizerClassifier):
 
     DESCRIPTION = "Style-agnostic networks: separate content from style with adversarial heads"
     PAPER = "Nam et al., 2021"
-    HPARAMS = (HParam("sag_w_adv", 0.1, log_uniform(-2, 1), "weight of the adversarial step"),)
+    HPARAMS = (
+        HParam(
+            "sag_w_adv", 0.1, log_uniform(-2, 1), "weight of the adversarial step", nonnegative()
+        ),
+    )
 
     def __init__(
         self,

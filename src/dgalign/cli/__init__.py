@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import NoReturn
 
 from dgalign import __version__
 from dgalign.cli import (
@@ -44,8 +45,16 @@ class _StderrHandler(logging.Handler):
         print(self.format(record), file=sys.stderr)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors (a missing option, a value out of range) printed as one
+    line, like every other error; subcommand parsers are made of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"dgalign: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dgalign",
         description="Domain generalization by aligning gradients and curvature across domains.",
     )

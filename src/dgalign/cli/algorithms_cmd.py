@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
             cls = algorithms.get(name)
             print(f"{name:<{width}}  {cls.DESCRIPTION} ({cls.PAPER})")
         return 0
+    from dgalign.data import get_dataset_class
+
+    get_dataset_class(args.dataset)  # ConfigError (one line) for an unknown name
     print(hparams_table(args.dataset))
     return 0
 
@@ -37,16 +40,18 @@ def hparams_table(dataset: str) -> str:
     """Markdown table of every algorithm's own hyper-parameters on `dataset`, then the ones
     every algorithm shares (an algorithm's own entry of the same name overrides a shared one)."""
     lines = [
-        f"Hyper-parameters on {dataset} (default; random-search rule)",
+        f"Hyper-parameters on {dataset} (default; random-search rule; values allowed)",
         "",
-        "| algorithm | name | default | random | meaning |",
-        "|---|---|---|---|---|",
+        "| algorithm | name | default | random | allowed | meaning |",
+        "|---|---|---|---|---|---|",
     ]
-    for name in algorithms.names():
-        for h in algorithms.get(name).hparam_space(dataset):
-            lines.append(
-                f"| {name} | {h.name} | {h.default} | {h.sampler.description} | {h.help} |"
-            )
-    for h in base_hparam_space(dataset):
-        lines.append(f"| (all) | {h.name} | {h.default} | {h.sampler.description} | {h.help} |")
+    rows = [
+        (name, h) for name in algorithms.names() for h in algorithms.get(name).hparam_space(dataset)
+    ]
+    rows += [("(all)", h) for h in base_hparam_space(dataset)]
+    for name, h in rows:
+        lines.append(
+            f"| {name} | {h.name} | {h.default} | {h.sampler.description} | "
+            f"{h.allowed.description} | {h.help} |"
+        )
     return "\n".join(lines)

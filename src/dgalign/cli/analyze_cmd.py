@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.errors import ConfigError
 
 
@@ -26,18 +27,23 @@ def _common(
     analyses of losses on data and FGMix mixes) first --n-mix (default 1000) and --max-samples
     (default 2000), then --out, --data-dir and --seed."""
     if n_mix_help is not None:
-        parser.add_argument("--n-mix", type=int, default=1000, help=n_mix_help)
+        parser.add_argument("--n-mix", type=integer(1), default=1000, help=n_mix_help)
         parser.add_argument(
             "--max-samples",
-            type=int,
+            type=integer(1),
             default=2000,
             help="samples per environment (first rows of its `in` split; default 2000)",
         )
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
     parser.add_argument(
-        "--data-dir", default=None, help="data directory (default: the run's, else $DGALIGN_DATA)"
+        "--out", default=None, type=nonempty_path, help="output folder (default: RUN_DIR/analysis)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of directions and mixes")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        type=nonempty_path,
+        help="data directory (default: the run's, else $DGALIGN_DATA)",
+    )
+    parser.add_argument("--seed", type=seed(), default=0, help="seed of directions and mixes")
     parser.set_defaults(handler=handler)
 
 
@@ -72,8 +78,12 @@ def _add_flatness(sub: argparse._SubParsersAction) -> None:
         "its training environments. RUN may end in :swa for the weight average.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories / model files")
-    p.add_argument("--radii", type=float, nargs="+", default=None, help="radii (default: 0..)")
-    p.add_argument("--n-directions", type=int, default=20, help="random directions (paper 50)")
+    p.add_argument(
+        "--radii", type=number(0.0), nargs="+", default=None, help="radii (default: 0..)"
+    )
+    p.add_argument(
+        "--n-directions", type=integer(1), default=20, help="random directions (paper 50)"
+    )
     p.add_argument(
         "--directions",
         choices=("unit", "filter"),
@@ -162,8 +172,8 @@ def _add_surface(sub: argparse._SubParsersAction) -> None:
         help="folder of checkpoint copies taken during a run: its optimisation "
         "path (repeatable; :swa for the path of the average)",
     )
-    p.add_argument("--grid", type=int, default=11, help="grid points per axis")
-    p.add_argument("--margin", type=float, default=0.2, help="grid margin (fraction of span)")
+    p.add_argument("--grid", type=integer(2), default=11, help="grid points per axis")
+    p.add_argument("--margin", type=number(0.0), default=0.2, help="grid margin (fraction of span)")
     _common(p, _run_surface, "mixes of the loss with mixes (policy of the first FGMix W)")
 
 
@@ -248,8 +258,8 @@ def _add_latent(sub: argparse._SubParsersAction) -> None:
         "scikit-learn, else PCA); for FGMix runs also the mixes of its trained policy.",
     )
     p.add_argument("run", metavar="RUN", help="run directory or model file (:swa for the average)")
-    p.add_argument("--per-env", type=int, default=300, help="codes per environment")
-    p.add_argument("--n-mix", type=int, default=300, help="mixes to generate (FGMix runs)")
+    p.add_argument("--per-env", type=integer(2), default=300, help="codes per environment")
+    p.add_argument("--n-mix", type=integer(1), default=300, help="mixes to generate (FGMix runs)")
     p.add_argument(
         "--embedding",
         choices=("auto", "tsne", "pca"),

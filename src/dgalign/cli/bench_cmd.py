@@ -18,4 +18,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     curvature.add_arguments(cur)
-    cur.set_defaults(handler=curvature.run)
+    cur.set_defaults(handler=run_curvature)
+
+
+def run_curvature(args: argparse.Namespace) -> int:
+    """`curvature.run`, after a one-line error for a --device torch does not know."""
+    import torch
+
+    from dgalign.errors import ConfigError
+
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    return curvature.run(args)

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.cli.train_cmd import add_logger_option
 from dgalign.experiments.cmnist_data import SPLITS, DataConfig
 from dgalign.experiments.cmnist_penalties import ABLATIONS, MEANS, METHODS
@@ -37,10 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help=f"also run the alpha/beta ablations: {', '.join(ABLATIONS)}",
     )
-    cm.add_argument("--restarts", type=int, default=10, help="restarts (default 10)")
-    cm.add_argument("--seed", type=int, default=0, help="seed, set once before all restarts")
+    cm.add_argument("--restarts", type=integer(1), default=10, help="restarts (default 10)")
+    cm.add_argument("--seed", type=seed(), default=0, help="seed, set once before all restarts")
     cm.add_argument("--label-shift", action="store_true", help="the imbalanced variant")
-    cm.add_argument("--majority", type=float, default=0.97, help="label-shift ratio (0.97)")
+    cm.add_argument(
+        "--majority", type=number(0.5, 1.0), default=0.97, help="label-shift ratio (0.97)"
+    )
     cm.add_argument(
         "--label-shift-split",
         choices=SPLITS,
@@ -54,7 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "201 steps, penalty switch at 75",
     )
     cm.add_argument(
-        "--output-dir", default=None, help="default runs/reproduce-cmnist[-labelshift][-quick]"
+        "--output-dir",
+        default=None,
+        type=nonempty_path,
+        help="default runs/reproduce-cmnist[-labelshift][-quick]",
     )
     cm.add_argument(
         "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N"
@@ -62,20 +68,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cm.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     cm.add_argument(
         "--dynamics-every",
-        type=int,
+        type=integer(1),
         default=5,
         help="test acc/loss, gray acc and Hessian distance every K steps (and the last)",
     )
     cm.add_argument(
         "--fgsm-eps",
-        type=float,
+        type=number(0.0),
         nargs="+",
         default=DEFAULT_EPS,
         help="FGSM epsilons for the robustness table/plot",
     )
     cm.add_argument(
         "--batch-restarts",
-        type=int,
+        type=integer(0),
         default=0,
         help="restarts trained together (default 0: all missing ones)",
     )
@@ -85,7 +91,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="envs",
         help="mean terms from the mean of env losses (scripts) or the pooled loss",
     )
-    cm.add_argument("--data-dir", default=None, help="MNIST location (default $DGALIGN_DATA)")
+    cm.add_argument(
+        "--data-dir",
+        default=None,
+        type=nonempty_path,
+        help="MNIST location (default $DGALIGN_DATA)",
+    )
     cm.add_argument(
         "--report-only",
         action="store_true",

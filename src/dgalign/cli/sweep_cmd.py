@@ -8,6 +8,7 @@ import functools
 import sys
 from pathlib import Path
 
+from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.cli.train_cmd import add_logger_option
 from dgalign.errors import ConfigError
 from dgalign.sweep import LAUNCHERS, JobState, LauncherOptions, SweepSpec, make_launcher
@@ -27,19 +28,27 @@ def _option(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
 
 
 def _grid_options(parser: argparse.ArgumentParser, required: bool) -> None:
-    _option(parser, "output-dir", required=True, help="sweep directory (one run dir per job)")
+    _option(
+        parser,
+        "output-dir",
+        required=True,
+        type=nonempty_path,
+        help="sweep directory (one run dir per job)",
+    )
     need = "" if required else " (with --algorithms: the grid of the launch; else every run dir)"
     _option(parser, "datasets", nargs="+", required=required, metavar="D", help="datasets" + need)
     _option(parser, "algorithms", nargs="+", required=required, metavar="A", help="algorithms")
     _option(
         parser,
         "n-hparams",
-        type=int,
+        type=integer(1),
         default=20,
         help="hyper-parameter seeds run from --n-hparams-from to N-1 (default 20)",
     )
-    _option(parser, "n-hparams-from", type=int, default=0, help="first hparams seed (default 0)")
-    _option(parser, "n-trials", type=int, default=3, help="trials = split seeds (default 3)")
+    _option(
+        parser, "n-hparams-from", type=integer(0), default=0, help="first hparams seed (default 0)"
+    )
+    _option(parser, "n-trials", type=integer(1), default=3, help="trials = split seeds (default 3)")
     _option(
         parser,
         "single-test-envs",
@@ -47,18 +56,32 @@ def _grid_options(parser: argparse.ArgumentParser, required: bool) -> None:
         help="only single test envs (default: singles and pairs, as leave-one-domain-out "
         "selection needs)",
     )
-    _option(parser, "steps", type=int, default=None, help="steps per job (default: dataset's)")
+    _option(
+        parser, "steps", type=integer(1), default=None, help="steps per job (default: dataset's)"
+    )
     _option(
         parser,
         "checkpoint-freq",
-        type=int,
+        type=integer(1),
         default=None,
         help="evaluate every N steps (default: dataset's)",
     )
     _option(parser, "hparams", default=None, help="JSON object of hyper-parameter overrides")
-    _option(parser, "holdout-fraction", type=float, default=0.2, help="out split fraction")
-    _option(parser, "data-dir", default=None, help="data directory (not part of the job hash)")
-    _option(parser, "seed", type=int, default=0, help="0 = DomainBed's per-job seeds")
+    _option(
+        parser,
+        "holdout-fraction",
+        type=number(0.0, 1.0, lo_open=True, hi_open=True),
+        default=0.2,
+        help="out split fraction",
+    )
+    _option(
+        parser,
+        "data-dir",
+        default=None,
+        type=nonempty_path,
+        help="data directory (not part of the job hash)",
+    )
+    _option(parser, "seed", type=seed(), default=0, help="0 = DomainBed's per-job seeds")
     _option(
         parser,
         "protocol",
@@ -98,15 +121,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _option(
         launch,
         "workers",
-        type=int,
+        type=integer(1),
         default=None,
         help="local/ray: jobs at once (default: one per GPU, else 1)",
     )
-    _option(launch, "jobs-per-gpu", type=int, default=None, help="local/ray: jobs sharing a GPU")
+    _option(
+        launch, "jobs-per-gpu", type=integer(1), default=None, help="local/ray: jobs sharing a GPU"
+    )
     _option(
         launch,
         "max-retries",
-        type=int,
+        type=integer(0),
         default=None,
         help="local/ray: retries of a failed job within this launch (default 0)",
     )
@@ -120,12 +145,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _option(launch, "ray-address", default=None, help="ray: address of an existing cluster")
     _option(launch, "partition", default=None, help="slurm: partition")
     _option(launch, "time", default=None, help="slurm: time limit per job (default 24:00:00)")
-    _option(launch, "gpus-per-job", type=int, default=None, help="slurm: GPUs per job (1)")
-    _option(launch, "cpus-per-job", type=int, default=None, help="slurm: CPUs per job")
+    _option(launch, "gpus-per-job", type=integer(0), default=None, help="slurm: GPUs per job (1)")
+    _option(launch, "cpus-per-job", type=integer(1), default=None, help="slurm: CPUs per job")
     _option(
         launch,
         "array-parallelism",
-        type=int,
+        type=integer(1),
         default=None,
         help="slurm: array tasks running at once (default 256)",
     )
@@ -148,7 +173,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     status = commands.add_parser("status", help="count done/running/failed/not launched jobs")
     _grid_options(status, required=False)
-    status.add_argument("--tail", type=int, default=5, help="err.txt lines per failed job")
+    status.add_argument("--tail", type=integer(0), default=5, help="err.txt lines per failed job")
     status.add_argument("-v", "--verbose", action="store_true", help="list every job")
     status.set_defaults(handler=run_status)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.hparam_grids import DEFAULTS
 from dgalign.tracking import LOGGERS
 from dgalign.train import RunConfig, run_training
@@ -31,47 +32,50 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _option(
         parser,
         "test-envs",
-        type=int,
+        type=integer(0),
         nargs="+",
         default=[0],
         metavar="I",
         help="indices of held-out test environments (default: 0)",
     )
-    _option(parser, "output-dir", required=True, help="run directory")
+    _option(parser, "output-dir", required=True, type=nonempty_path, help="run directory")
     _option(
         parser,
         "data-dir",
         default=None,
+        type=nonempty_path,
         help="data directory (default: $DGALIGN_DATA, else the user cache dir)",
     )
     _option(parser, "hparams", default=None, help="JSON object of hyper-parameter overrides")
     _option(
         parser,
         "hparams-seed",
-        type=int,
+        type=seed(),
         default=0,
         help="0 = default hyper-parameters, else a random draw",
     )
     _option(
         parser,
         "trial-seed",
-        type=int,
+        type=seed(),
         default=0,
         help="seed of the in/out splits (shared across hyper-parameter draws)",
     )
-    _option(parser, "seed", type=int, default=0, help="seed of everything else")
-    _option(parser, "steps", type=int, default=None, help="number of steps (default: dataset's)")
+    _option(parser, "seed", type=seed(), default=0, help="seed of everything else")
+    _option(
+        parser, "steps", type=integer(1), default=None, help="number of steps (default: dataset's)"
+    )
     _option(
         parser,
         "checkpoint-freq",
-        type=int,
+        type=integer(1),
         default=None,
         help="evaluate and checkpoint every N steps (default: dataset's)",
     )
     _option(
         parser,
         "holdout-fraction",
-        type=float,
+        type=number(0.0, 1.0, lo_open=True, hi_open=True),
         default=0.2,
         help="fraction of each environment held out as its `out` split",
     )
@@ -87,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _option(
         parser,
         "swa-start",
-        type=int,
+        type=integer(0),
         default=100,
         help="first step whose weights enter the average (default: 100, as Arpit et al.)",
     )
@@ -133,6 +137,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "BatchNorm) or domainbed-main (AugMix ResNet-50 resnet50_augmix, freeze_bn false)",
     )
     add_logger_option(parser)
+    _option(
+        parser,
+        "restart-from-scratch",
+        action="store_true",
+        help="discard the directory's checkpoint, records and models (a damaged checkpoint, "
+        "a finished run to redo) and train from step 0; never another run's directory",
+    )
     add_progress_flag(parser)
     parser.set_defaults(handler=run)
 
@@ -162,7 +173,12 @@ def run(args: argparse.Namespace) -> int:
         hparams_grid=args.hparams_grid,
         defaults=args.defaults,
     )
-    run_training(config, progress=args.progress, loggers=args.logger)
+    run_training(
+        config,
+        progress=args.progress,
+        loggers=args.logger,
+        restart_from_scratch=args.restart_from_scratch,
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from dgalign.experiments.cmnist_model import init_restart
 from dgalign.experiments.cmnist_penalties import ABLATIONS, METHODS, Method
 from dgalign.experiments.cmnist_train import QUICK, Protocol, train_restarts
 from dgalign.tracking import check_loggers
+from dgalign.train.config import check_count, check_seed
 from dgalign.train.loop import resolve_device
 from dgalign.utils.io import atomic_torch_save, atomic_write_json
 from dgalign.utils.seeding import seed_hash
@@ -103,10 +105,15 @@ def check_config(config: ReproduceConfig) -> None:
     for name in config.methods:
         if name not in known:
             raise ConfigError(f"unknown method {name!r}; valid: {', '.join(known)}")
-    if config.restarts < 1:
-        raise ConfigError(f"--restarts must be at least 1, got {config.restarts}")
-    if config.dynamics_every < 1:
-        raise ConfigError(f"--dynamics-every must be at least 1, got {config.dynamics_every}")
+    if not str(config.output_dir).strip():
+        raise ConfigError("--output-dir must be a non-empty path")
+    check_seed("--seed", config.seed)
+    check_count("--restarts", config.restarts)
+    check_count("--dynamics-every", config.dynamics_every)
+    check_count("--batch-restarts", config.chunk, 0)
+    for eps in config.fgsm_eps:
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < math.inf:
+            raise ConfigError(f"--fgsm-eps values must be finite numbers >= 0, got {eps!r}")
     if config.dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype must be float32 or float64, got {config.dtype!r}")
     resolve_device(str(config.device))  # ConfigError for a bad device or CUDA without a GPU

@@ -131,7 +131,11 @@ class SweepSpec:
         from dgalign.data import get_dataset_class
         from dgalign.hparams import resolve_hparams
         from dgalign.tracking import check_loggers
+        from dgalign.train.config import check_count, check_seed
 
+        if not str(self.output_dir).strip():
+            raise ConfigError("--output-dir must be a non-empty path")
+        check_seed("--seed", self.seed)
         if self.protocol not in PROTOCOLS:
             raise ConfigError(
                 f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
@@ -151,14 +155,14 @@ class SweepSpec:
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ConfigError(f"--holdout-fraction must be in (0, 1), got {self.holdout_fraction}")
         for name, value in (("--steps", self.steps), ("--checkpoint-freq", self.checkpoint_freq)):
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
+            if value is not None:
+                check_count(name, value)
         for dataset in self.datasets:
             self.env_counts[dataset] = len(get_dataset_class(dataset).ENVIRONMENTS)
         check_loggers(self.loggers)  # the extras are checked here, not in every job
         for algorithm in self.algorithms:
             algorithms.get(algorithm)
-            for dataset in self.datasets:  # malformed --hparams fail here, not in every job
+            for dataset in self.datasets:  # bad --hparams fail here, before any job starts
                 resolve_hparams(algorithm, dataset, 0, 0, self.hparams)
 
     def n_envs(self, dataset: str) -> int:
