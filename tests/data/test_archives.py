@@ -1,12 +1,15 @@
-"""Safe extraction: good archives unpack; traversal, absolute paths and escaping links do not."""
+"""Safe extraction: good archives unpack; traversal, absolute paths, links (chains of them
+included) and damaged archives do not, and leave nothing behind."""
 
 import io
+import random
 import stat
 import tarfile
 import zipfile
 
 import pytest
 
+from dgalign.cli import main
 from dgalign.data.archives import UnsafeArchive, archive_kind, safe_extract
 from dgalign.errors import DataError
 
@@ -63,22 +66,85 @@ def test_traversal_and_absolute_members_rejected(tmp_path, kind, name):
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar"])
-@pytest.mark.parametrize("target", ["../../outside", "/etc/passwd", "a/../../../x"])
-def test_symlink_out_of_target_rejected(tmp_path, kind, target):
+@pytest.mark.parametrize("target", ["../../outside", "/etc/passwd", "a/../../../x", "a/1.jpg"])
+def test_every_symlink_is_refused(tmp_path, kind, target):
+    """No dataset ships links, so none is judged by its text: even one inside the target is
+    refused (a chain of harmless-looking links can reach anywhere)."""
     path = (
         _zip(tmp_path / "link.zip", GOOD, links=[("top/link", target)])
         if kind == "zip"
         else _tar(tmp_path / "link.tar", GOOD, links=[("top/link", target)], mode="w")
     )
-    with pytest.raises(UnsafeArchive, match="symlink"):
+    with pytest.raises(UnsafeArchive, match="'top/link' is a symbolic link"):
         safe_extract(path, tmp_path / "out")
-    assert not (tmp_path / "out/top/link").exists()
+    assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_symlink_inside_target_allowed(tmp_path):
-    path = _tar(tmp_path / "inside.tar", GOOD, links=[("top/link", "a/1.jpg")])
-    safe_extract(path, tmp_path / "out")
-    assert (tmp_path / "out/top/link").read_bytes() == b"one"
+CHAIN = [("a", "."), ("l", "a/a/a/a/a/a/a/a/" + "../" * 8 + "etc")]
+
+
+def _links_under(root):
+    return [p for p in root.rglob("*") if p.is_symlink()]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_symlink_chain_that_reaches_etc_is_refused_and_leaves_no_link(tmp_path, kind):
+    """The fault-injection case: `a -> .` and `l -> a/a/.../../etc` each look inside the
+    target, yet `l` resolves to /etc once `a` exists."""
+    path = (
+        _zip(tmp_path / "chain.zip", GOOD, links=CHAIN)
+        if kind == "zip"
+        else _tar(tmp_path / "chain.tar", GOOD, links=CHAIN, mode="w")
+    )
+    with pytest.raises(UnsafeArchive, match="member 'a' is a symbolic link") as info:
+        safe_extract(path, tmp_path / "out")
+    assert "\n" not in str(info.value)
+    assert _links_under(tmp_path) == [] and list((tmp_path / "out").iterdir()) == []
+
+
+def test_crafted_pacs_zip_in_downloads_is_refused_by_data_fetch(tmp_path, capsys):
+    """Through the CLI: a PACS.zip whose `kfold` is a link chain out of the data folder."""
+    data = tmp_path / "data"
+    (data / "downloads").mkdir(parents=True)
+    links = [("a", "."), ("kfold", "a/a/a/a/a/a/a/a/" + "../" * 8 + "etc")]
+    _zip(data / "downloads" / "PACS.zip", {"x/readme.txt": b"hi"}, links=links)
+    code = main(["data", "fetch", "PACS", "--data-dir", str(data)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and err.startswith("dgalign: error:") and "\n" not in err
+    assert "PACS.zip: member 'a' is a symbolic link" in err
+    assert not (data / "PACS").exists() and not (data / "PACS").is_symlink()
+    assert _links_under(data) == [] and not list(data.glob(".*staging"))
+
+
+def test_existing_link_in_the_target_is_never_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "top").symlink_to(outside)
+    path = _zip(tmp_path / "good.zip", GOOD)
+    with pytest.raises(UnsafeArchive, match="is a symbolic link; not extracting into it"):
+        safe_extract(path, tmp_path / "out")
+    assert list(outside.iterdir()) == []
+
+
+def test_member_that_is_both_file_and_folder_is_refused(tmp_path):
+    path = _tar(tmp_path / "clash.tar", {"top/a": b"file", "top/a/b.jpg": b"x"}, mode="w")
+    with pytest.raises(UnsafeArchive, match="both a file and a folder"):
+        safe_extract(path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_damaged_archive_is_one_line_and_extracts_nothing(tmp_path, kind):
+    make = _zip if kind == "zip" else _tar
+    noise = random.Random(0).randbytes(200_000)  # incompressible: the damage hits the data
+    path = make(tmp_path / f"big.{kind}", {"top/a.bin": noise})
+    data = bytearray(path.read_bytes())
+    cut = len(data) // 2
+    data[cut : cut + 64] = bytes(64)  # 64 zeroed bytes in the middle
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="damaged") as info:
+        safe_extract(path, tmp_path / "out")
+    assert "\n" not in str(info.value) and not list((tmp_path / "out").iterdir())
 
 
 def test_zip_member_checks_happen_before_any_write(tmp_path):
@@ -88,7 +154,7 @@ def test_zip_member_checks_happen_before_any_write(tmp_path):
     assert not (tmp_path / "out/top").exists()
 
 
-def test_hardlink_out_of_target_rejected(tmp_path):
+def test_hardlink_is_refused(tmp_path):
     path = _tar(tmp_path / "hard.tar", GOOD, hardlinks=[("top/h", "../../etc/passwd")])
     with pytest.raises(UnsafeArchive, match="hard link"):
         safe_extract(path, tmp_path / "out")

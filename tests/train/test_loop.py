@@ -193,9 +193,7 @@ def test_results_file_is_valid_jsonl(tmp_path, fast_hparams):
         json.loads(line)
 
 
-def test_a_held_lock_refuses_a_second_run_and_a_killed_owner_releases_it(
-    tmp_path, fast_hparams
-):
+def test_a_held_lock_refuses_a_second_run_and_a_killed_owner_releases_it(tmp_path, fast_hparams):
     config = _config(tmp_path, fast_hparams)
     lock = tmp_path / "run" / "lock"
     lock.parent.mkdir()

@@ -24,6 +24,7 @@ from dgalign.errors import RunDirError
 from dgalign.hparams import resolve_hparams
 from dgalign.train.state import CHECKPOINT_FORMAT, rng_state, set_rng_state
 from dgalign.train.swa import CHECKPOINT_KEY
+from dgalign.utils.io import digest_path, read_verified_torch
 
 
 @dataclass
@@ -46,10 +47,17 @@ class LoadedRun:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable or unsafe pickle: a one-line error either way
-        raise RunDirError(f"{path} is unreadable ({type(exc).__name__})") from None
+    """The file's content; checked against its digest when it has one (files of older runs and
+    DomainBed's have none)."""
+    if digest_path(path).exists():
+        state, problem = read_verified_torch(path)
+        if problem is not None:
+            raise RunDirError(f"{path} cannot be used: {problem}")
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unreadable or unsafe pickle: a one-line error either way
+            raise RunDirError(f"{path} is unreadable ({type(exc).__name__})") from None
     if not isinstance(state, dict):
         raise RunDirError(f"{path} is not a dgalign model or checkpoint file")
     return state
@@ -83,6 +91,17 @@ def load_run(source: str | Path, swa: bool = False) -> LoadedRun:
     `swa` picks the weight average (model_swa.pt, or the average inside a checkpoint)."""
     path = _model_file(Path(source), swa)
     state = _read(path)
+    try:
+        return _load(path, state, swa)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        what = f"lacks {exc}" if isinstance(exc, KeyError) else f"does not fit ({exc})"
+        detail = " ".join(what.split())[:200]
+        raise RunDirError(
+            f"{path} is not a usable dgalign model or checkpoint: it {detail}"
+        ) from None
+
+
+def _load(path: Path, state: dict[str, Any], swa: bool) -> LoadedRun:
     if state.get("format") == CHECKPOINT_FORMAT:
         args = state["args"]
         hparams = resolve_hparams(

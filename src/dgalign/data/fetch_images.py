@@ -126,30 +126,45 @@ def fetch_image_dataset(
     files += [download(r, downloads, options, log, manual, verify=verify) for r in spec.downloads]
     staging = Path(data_dir) / f".{spec.directory}.staging"
     shutil.rmtree(staging, ignore_errors=True)
-    archives = files[1:] if spec.layout == "domainnet" else files
-    for path in archives:
-        log(f"extracting {path.name}")
-        safe_extract(path, staging / "raw", progress=options.progress)
-    if spec.layout == "rename":
-        built = staging / "raw" / spec.extracted
-        if not built.is_dir():
+    try:
+        built = _build(spec, files, staging, manual, options, log)
+        if built.is_symlink() or not built.is_dir():
             raise DataError(f"{spec.name}: the archive has no folder {spec.extracted!r}; {manual}")
-    elif spec.layout == "terra":
-        built = staging / "built"
-        sort_terra_incognita(staging / "raw", built, log)
-    elif spec.layout == "domainnet":
-        built = staging / "raw"
-        removed = remove_listed(built, files[0])
-        log(f"{spec.name}: removed {removed} duplicate images listed in {files[0].name}")
-    else:
-        raise DataError(f"unknown layout {spec.layout!r} in the manifest entry of {spec.name}")
-    built.replace(target)
-    shutil.rmtree(staging, ignore_errors=True)
+        built.replace(target)
+    finally:  # a rejected archive leaves nothing of its own behind
+        shutil.rmtree(staging, ignore_errors=True)
     if not keep_archives:
         for path in files:
             path.unlink(missing_ok=True)
     log(f"{spec.name} ready in {target}")
     return target
+
+
+def _build(
+    spec: ImageDatasetSpec,
+    files: list[Path],
+    staging: Path,
+    manual: str,
+    options: DownloadOptions,
+    log: Log,
+) -> Path:
+    """Extract the archives into `staging` and lay out the dataset there; the built folder."""
+    archives = files[1:] if spec.layout == "domainnet" else files
+    for path in archives:
+        log(f"extracting {path.name}")
+        safe_extract(path, staging / "raw", progress=options.progress)
+    if spec.layout == "rename":
+        return staging / "raw" / spec.extracted
+    if spec.layout == "terra":
+        built = staging / "built"
+        sort_terra_incognita(staging / "raw", built, log)
+        return built
+    if spec.layout == "domainnet":
+        built = staging / "raw"
+        removed = remove_listed(built, files[0])
+        log(f"{spec.name}: removed {removed} duplicate images listed in {files[0].name}")
+        return built
+    raise DataError(f"unknown layout {spec.layout!r} in the manifest entry of {spec.name}")
 
 
 def sort_terra_incognita(raw: Path, out: Path, log: Log = print) -> dict[str, int]:
