@@ -5,7 +5,9 @@ A task runs the job inside its Ray worker process (no extra interpreter per job)
 cluster has GPUs each task asks for `1 / jobs_per_gpu` of one and its worker exits after the
 task, so GPU memory is returned. Ray's own retries are off: a failed task (an error, or a
 worker that died, e.g. killed) is recorded in the run directory and resubmitted by this
-launcher up to `max_retries` times, while the other tasks keep running.
+launcher up to `max_retries` times, while the other tasks keep running. A local instance started
+here is watched by `ray_reaper`, which stops all of its processes when this process ends, even
+when it is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import random
 from typing import Any
 
 from dgalign.errors import ConfigError
+from dgalign.sweep import ray_reaper
 from dgalign.sweep.execute import FAILED, Outcome, finish, mark_interrupted, run_in_process
 from dgalign.sweep.jobs import Job
 from dgalign.sweep.launchers import LaunchSummary, Printer, Tracker, visible_gpus
@@ -28,6 +31,19 @@ def import_ray() -> Any:
             "--launcher ray needs Ray: pip install dgalign[ray] (or pip install ray)"
         ) from None
     return ray
+
+
+def start_watchdog(ray: Any):
+    """Start `ray_reaper` for the local instance this process just started (its processes are
+    stopped when this process ends, even by SIGKILL); None when Ray does not say where its
+    session and raylet are."""
+    try:
+        node = ray._private.worker._global_node
+        session_dir = node.get_session_dir_path()
+        raylet_pid = node.all_processes["raylet"][0].process.pid
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+    return ray_reaper.start(session_dir, raylet_pid)
 
 
 def _ray_task(job: Job) -> Outcome:
@@ -83,11 +99,13 @@ class RayLauncher:
     def run(self, jobs: list[Job]) -> LaunchSummary:
         ray = import_ray()
         started = self._connect(ray)
+        watchdog = start_watchdog(ray) if started else None
         try:
             return self._run(ray, jobs)
         finally:
             if started:
                 ray.shutdown()
+                ray_reaper.finish(watchdog)
 
     def _run(self, ray: Any, jobs: list[Job]) -> LaunchSummary:
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
