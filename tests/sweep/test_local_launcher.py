@@ -58,17 +58,19 @@ def test_sigkilled_job_is_failed_then_resumed_on_relaunch(kit, tmp_path):
     assert kit.read_json(job.output_dir / "job.json")["attempts"] == 2
 
 
-def test_a_crashing_job_never_stops_the_sweep_and_is_retried(kit, tmp_path):
+def test_a_failing_job_never_stops_the_sweep_and_is_retried(kit, tmp_path):
     good = kit.fast_spec(tmp_path).jobs()[0]
+    # A job made by hand (a sweep refuses such --hparams before starting any job).
     crash_args = {**good.train_args, "hparams": '{"backbone": "mlp", "batch_size": 0}'}
     bad = Job(crash_args, good.output_dir.parent / "crashes")
     summary = LocalLauncher(workers=2, max_retries=1, out=quiet).run([bad, good])
     assert summary.completed == [good] and summary.retried == 1
-    assert [(j.name, d) for j, d in summary.failed] == [("crashes", "exit code 1")]
+    assert [(j.name, d) for j, d in summary.failed] == [("crashes", "exit code 2")]
     assert kit.read_json(bad.output_dir / "job.json")["attempts"] == 2
     err = (bad.output_dir / "err.txt").read_text()
-    assert "ZeroDivisionError: division by zero" in err
-    assert err.rstrip().endswith("[dgalign sweep] attempt 2 failed: exit code 1")
+    assert "dgalign: error: hyper-parameter batch_size must be an integer >= 1, got 0" in err
+    assert "Traceback" not in err
+    assert err.rstrip().endswith("[dgalign sweep] attempt 2 failed: exit code 2")
     assert run_state(bad.output_dir) is JobState.FAILED
 
 

@@ -18,17 +18,35 @@ from dgalign.sweep.state import (
     run_state,
 )
 from dgalign.sweep.status import deletable, delete_run_dirs, scan_jobs
+from dgalign.train.lock import run_lock
+
+HOLDER = """
+import sys
+from pathlib import Path
+from dgalign.train.lock import try_lock
+held = try_lock(Path(sys.argv[1]))
+print("held" if held else "busy", flush=True)
+sys.stdin.read()
+"""
 
 
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
+def start_holder(path, expect="held"):
+    """A process that tries to take the lock on `path` and holds it (if it got it) until its
+    stdin closes; returned once it has said whether it got it (`expect`)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == expect
+    return proc
 
 
-def lock(path, pid, host=None):
+def stale_lock(path, name="lock"):
+    """The file a SIGKILLed owner leaves: its record, but no lock held on it."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "lock").write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid}))
+    (path / name).write_text(json.dumps({"host": socket.gethostname(), "pid": 1}))
 
 
 def test_states(tmp_path):
@@ -38,12 +56,13 @@ def test_states(tmp_path):
     assert run_state(run) is JobState.NOT_LAUNCHED  # an empty directory: nothing ran
     (run / "run.json").write_text("{}")
     assert run_state(run) is JobState.INCOMPLETE
-    lock(run, os.getpid())
-    assert run_state(run) is JobState.RUNNING
-    lock(run, dead_pid())  # a SIGKILLed run leaves its lock behind: stale
+    with run_lock(run):
+        assert run_state(run) is JobState.RUNNING
+    stale_lock(run)  # a SIGKILLed run leaves its lock file behind: the kernel dropped the lock
     assert run_state(run) is JobState.INCOMPLETE
-    lock(run, 1, host="another-node")  # cannot be checked from here: counted as running
-    assert run_state(run) is JobState.RUNNING
+    for content in ("{}", "123", '{"pid": "abc"}', ""):  # whatever the file says
+        (run / "lock").write_text(content)
+        assert run_state(run) is JobState.INCOMPLETE
     (run / "lock").unlink()
     (run / "err.txt").write_text("Traceback (most recent call last):\nValueError: x\n")
     assert run_state(run) is JobState.FAILED  # DomainBed's runs: an error in err.txt
@@ -82,17 +101,19 @@ def test_delete_incomplete_spares_running_and_done(kit, tmp_path):
     failed, running, done = (job.output_dir for job in jobs)
     failed.mkdir(parents=True)
     record_attempt(failed, "failed", "local", "exit code 1")
-    lock(running, os.getpid())
+    running.mkdir()
     done.mkdir()
     (done / "done").write_text("done\n")
-    victims = deletable(jobs)
-    assert [(j.output_dir, s) for j, s in victims] == [(failed, JobState.FAILED)]
-    assert delete_run_dirs([j for j, _ in victims]) == 1
+    with run_lock(running):
+        victims = deletable(jobs)
+        assert [(j.output_dir, s) for j, s in victims] == [(failed, JobState.FAILED)]
+        assert delete_run_dirs([j for j, _ in victims]) == 1
     assert not failed.exists() and running.exists() and done.exists()
     # a run that started in the meantime is kept
-    lock(failed, os.getpid())
+    failed.mkdir()
     messages = []
-    assert delete_run_dirs([jobs[0]], messages.append) == 0
+    with run_lock(failed):
+        assert delete_run_dirs([jobs[0]], messages.append) == 0
     assert failed.exists() and "a process started running it" in messages[0]
 
 
@@ -116,9 +137,11 @@ def test_launch_claims(tmp_path):
     run = tmp_path / "run"
     assert claim_launch(run, "local")  # creates the directory
     assert live_claim(run)["pid"] == os.getpid() and run_state(run) is JobState.RUNNING
-    assert not claim_launch(run, "ray")  # held by a live launcher
+    holder = start_holder(run / CLAIM_FILE, expect="busy")  # another process cannot claim it
+    holder.stdin.close()
+    holder.wait()
     release_launch(run)
     assert not (run / CLAIM_FILE).exists() and run_state(run) is JobState.NOT_LAUNCHED
-    (run / CLAIM_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid()}))
-    assert live_claim(run) is None and claim_launch(run, "local")  # stale: taken over
+    stale_lock(run, CLAIM_FILE)  # left by a SIGKILLed launcher: nothing holds it
+    assert live_claim(run) is None and claim_launch(run, "local")
     release_launch(run)
