@@ -44,7 +44,8 @@ class LockError(RunDirError):
 
 def _no_hook(stage: str, path: Path) -> None:
     """Called between the steps of taking a lock: "opened" (file open, not locked yet) and
-    "locked" (flock held, path not checked yet). Tests replace it to pause one taker there."""
+    "locked" (flock held and owner written, path not checked yet). Tests replace it to pause
+    one taker there."""
 
 
 hook: Callable[[str, Path], None] = _no_hook
@@ -140,13 +141,13 @@ def try_lock(path: Path, owner: dict | None = None) -> HeldLock | None:
                     continue
                 os.close(fd)
                 return None
+            data = json.dumps({**record, "since": time.time()}).encode()
+            os.ftruncate(fd, 0)  # the file is ours now (if it is still the one at `path`)
+            os.pwrite(fd, data, 0)
             hook("locked", path)
             if not _same_file(path, fd):  # released and unlinked by its owner meanwhile
                 os.close(fd)
                 continue
-            data = json.dumps({**record, "since": time.time()}).encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
             return HeldLock(path, fd)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -229,7 +230,12 @@ def host_local_reason(fstype: str, options: set[str]) -> str | None:
     return None
 
 
-_checked: dict[str, str | None] = {}
+def _mountinfo() -> str | None:
+    """The text of /proc/self/mountinfo, or None where there is none."""
+    try:
+        return Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return None
 
 
 def check_lock_support(folder: Path) -> None:
@@ -238,20 +244,17 @@ def check_lock_support(folder: Path) -> None:
     is no /proc/self/mountinfo and nothing is checked)."""
     if os.environ.get(HOST_LOCAL_ENV) == "1":
         return
-    try:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    except OSError:
+    mountinfo = _mountinfo()
+    if mountinfo is None:
         return
     found = mount_of(folder, mountinfo)
     if found is None:
         return
     point, fstype, options = found
-    if point not in _checked:
-        _checked[point] = host_local_reason(fstype, options)
-    reason = _checked[point]
+    reason = host_local_reason(fstype, options)
     if reason is not None:
         raise LockError(
-            f"{folder} is on {fstype} {reason}, where a lock is seen by this host only, so two "
+            f"{folder} is on {point}, {fstype} {reason}, where a lock is seen by this host only, so two "
             f"hosts could run one job at once; use a directory on a file system with working "
             f"locks, or set {HOST_LOCAL_ENV}=1 if every process runs on this host"
         )
