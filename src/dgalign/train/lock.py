@@ -254,9 +254,9 @@ def check_lock_support(folder: Path) -> None:
     reason = host_local_reason(fstype, options)
     if reason is not None:
         raise LockError(
-            f"{folder} is on {point}, {fstype} {reason}, where a lock is seen by this host only, so two "
-            f"hosts could run one job at once; use a directory on a file system with working "
-            f"locks, or set {HOST_LOCAL_ENV}=1 if every process runs on this host"
+            f"{folder} is on {point}, {fstype} {reason}, where a lock is seen by this host "
+            "only, so two hosts could run one job at once; use a directory on a file system "
+            f"with working locks, or set {HOST_LOCAL_ENV}=1 if every process runs on this host"
         )
 
 
