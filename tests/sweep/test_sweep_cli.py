@@ -61,12 +61,15 @@ def test_launch_needs_confirmation(kit, tmp_path, capsys, monkeypatch):
         (["--partition", "gpu"], "--partition only applies to --launcher slurm"),
         (["--launcher", "slurm", "--workers", "2"], "--workers only applies to --launcher local"),
         (["--ray-address", "auto"], "--ray-address only applies to --launcher ray"),
-        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--workers", "0"], "argument --workers: must be an integer >= 1, got 0"),
         (
             ["--launcher", "ray", "--ray-address", "auto", "--workers", "2"],
             "--workers sizes a local Ray instance",
         ),
-        (["--max-retries", "-1"], "--max-retries must be at least 0, got -1"),
+        (
+            ["--max-retries", "-1"],
+            "argument --max-retries/--max_retries: must be an integer >= 0, got -1",
+        ),
         (["--start-method", "spawn"], "unknown start method 'spawn'; valid: forked, fresh"),
         (["--launcher", "slurm", "--time", "soon"], "--time 'soon' is not a Slurm time"),
         (["--launcher", "slurm", "--submitit-cluster", "aws"], "unknown --submitit-cluster 'aws'"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 TIMING_FIELDS = {"step_time", "mem_gb"}
 
 
@@ -29,9 +32,6 @@ sys.stdin.read()
 def start_holder(path):
     """A process that takes the lock on `path` and holds it until its stdin closes (or it is
     killed); returns the Popen once the lock is held."""
-    import subprocess
-    import sys
-
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(path)],
         stdin=subprocess.PIPE,
@@ -40,3 +40,61 @@ def start_holder(path):
     )
     assert proc.stdout.readline().strip() == "held"
     return proc
+
+
+PAUSED_CLI = """
+import sys
+from dgalign.train import lock
+stage = sys.argv[1]
+def hook(name, path):
+    if name == stage and path.name == "lock":
+        print("paused", flush=True)
+        sys.stdin.readline()
+lock.hook = hook
+from dgalign.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def train_argv(out_dir, fast_hparams, *extra):
+    """`dgalign train` of a 6-step Debug28 ERM run (records at steps 0, 2, 4, 5)."""
+    return [
+        "train",
+        "--dataset",
+        "Debug28",
+        "--algorithm",
+        "ERM",
+        "--test-envs",
+        "2",
+        "--output-dir",
+        str(out_dir),
+        "--hparams",
+        fast_hparams,
+        "--steps",
+        "6",
+        "--checkpoint-freq",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def paused_cli(stage, argv):
+    """`dgalign argv` in a process that pauses when taking a run lock reaches `stage` (see
+    `dgalign.train.lock.hook`); returned paused. Write a line to its stdin to resume it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_CLI, stage, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "paused"
+    return proc
+
+
+def run_cli(argv):
+    """`python -m dgalign argv`, to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "dgalign", *argv], capture_output=True, text=True, timeout=300
+    )

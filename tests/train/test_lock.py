@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests.train.helpers import paused_cli, run_cli, train_argv
 
 from dgalign.errors import RunDirError
 from dgalign.sweep.state import CLAIM_FILE, claim_launch, live_claim, release_launch
@@ -156,67 +157,14 @@ def test_whatever_a_lock_file_holds_only_the_kernel_lock_counts(tmp_path, conten
 
 # -- real processes through the CLI -----------------------------------------------------------
 
-PAUSED_CLI = """
-import sys
-from dgalign.train import lock
-stage = sys.argv[1]
-def hook(name, path):
-    if name == stage and path.name == "lock":
-        print("paused", flush=True)
-        sys.stdin.readline()
-lock.hook = hook
-from dgalign.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
-def _train_argv(out_dir, fast_hparams, *extra):
-    return [
-        "train",
-        "--dataset",
-        "Debug28",
-        "--algorithm",
-        "ERM",
-        "--test-envs",
-        "2",
-        "--output-dir",
-        str(out_dir),
-        "--hparams",
-        fast_hparams,
-        "--steps",
-        "6",
-        "--checkpoint-freq",
-        "2",
-        "--no-progress",
-        *extra,
-    ]
-
-
-def _paused(stage, argv):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", PAUSED_CLI, stage, *argv],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout.readline().strip() == "paused"
-    return proc
-
-
-def _cli(argv):
-    return subprocess.run(
-        [sys.executable, "-m", "dgalign", *argv], capture_output=True, text=True, timeout=300
-    )
-
 
 def test_two_train_commands_on_one_directory_run_it_once(tmp_path, fast_hparams):
     """First `dgalign train` pauses after opening the lock file; a second one runs the whole
     directory meanwhile; the first then finds the run finished and changes nothing."""
     out = tmp_path / "run"
-    argv = _train_argv(out, fast_hparams)
-    first = _paused("opened", argv)
-    second = _cli(argv)
+    argv = train_argv(out, fast_hparams)
+    first = paused_cli("opened", argv)
+    second = run_cli(argv)
     assert second.returncode == 0, second.stderr
     finished = (out / "results.jsonl").read_bytes()
     first_out, first_err = first.communicate("\n", timeout=300)
@@ -228,9 +176,9 @@ def test_two_train_commands_on_one_directory_run_it_once(tmp_path, fast_hparams)
 
 def test_a_train_command_holding_the_lock_refuses_a_second(tmp_path, fast_hparams):
     out = tmp_path / "run"
-    argv = _train_argv(out, fast_hparams)
-    first = _paused("locked", argv)
-    second = _cli(argv)
+    argv = train_argv(out, fast_hparams)
+    first = paused_cli("locked", argv)
+    second = run_cli(argv)
     err = second.stderr.strip()
     assert second.returncode == 2 and err.startswith("dgalign: error:") and "\n" not in err
     assert f"is being run by pid {first.pid}" in err

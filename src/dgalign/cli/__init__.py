@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dgalign` console command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (printed as one line)
+        return exc.code if isinstance(exc.code, int) else 2
     logger = logging.getLogger("dgalign")
     if not logger.handlers:
         handler = _StderrHandler()
