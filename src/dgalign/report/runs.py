@@ -25,6 +25,7 @@ from typing import Any
 
 from dgalign.errors import ConfigError
 from dgalign.sweep.state import JobState, run_state
+from dgalign.utils.records import decode_record
 
 logger = logging.getLogger(__name__)
 Record = dict[str, Any]
@@ -81,7 +82,7 @@ def read_records(path: Path) -> tuple[list[Record], int]:
             bad += 1
             continue
         if isinstance(record, dict) and isinstance(record.get("args"), dict) and "step" in record:
-            records.append(record)
+            records.append(decode_record(record))  # non-finite values restored
         else:
             bad += 1
     return records, bad
