@@ -1,5 +1,7 @@
 """The hyper-parameter registry: defaults, seeded random draws, overrides."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,58 @@ def test_every_entry_has_a_description_and_a_valid_default():
     for h in hparam_space("ERM", "ColoredMNIST"):
         assert h.sampler.description
         h.sampler(np.random.RandomState(0))
+
+
+DATASETS = ("Debug28", "ColoredMNIST", "PACS", "DomainNet")
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_hparam_of_every_algorithm_declares_a_domain_its_values_fit(dataset):
+    """Each entry names its domain (positive, (0, 1), integer >= 1, ...); the default and 30
+    random draws of every entry lie in it and keep their type."""
+    from dgalign import algorithms
+
+    undeclared = []
+    for name in algorithms.names():
+        for h in hparam_space(name, dataset):
+            if h.domain is None:
+                undeclared.append(f"{name}.{h.name}")
+                continue
+            assert h.domain.check(h.name, h.default) == h.default, (name, h.name)
+            assert type(h.domain.check(h.name, h.default)) is type(h.default), (name, h.name)
+            for seed in range(30):
+                value = h.sampler(np.random.RandomState(seed))
+                assert h.domain.check(h.name, value) == value, (name, h.name, value)
+    assert not undeclared, f"declare a domain (dgalign.hparams) for: {', '.join(undeclared)}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ('{"lr": 0}', "lr must be a number > 0, got 0.0"),
+        ('{"lr": Infinity}', "lr must be a finite number, got inf"),
+        ('{"weight_decay": -1e-9}', "weight_decay must be a number >= 0"),
+        ('{"batch_size": 3000000000}', "batch_size must be an integer >= 1 and at most 2147483647"),
+        ('{"resnet_dropout": 1}', "resnet_dropout must be a number in [0, 1), got 1.0"),
+        ('{"backbone": "vgg"}', "backbone must be one of mnist_cnn, mlp, resnet18"),
+        ('{"mlp_depth": 1}', "mlp_depth must be an integer >= 2, got 1"),
+    ],
+)
+def test_resolved_hparams_outside_their_domain_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        resolve_hparams("ERM", "Debug28", 0, 0, overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_domains_of_algorithm_entries_are_checked_too():
+    with pytest.raises(ConfigError, match=r"irm_lambda must be a number >= 0, got -1\.0"):
+        resolve_hparams("IRM", "ColoredMNIST", 0, 0, '{"irm_lambda": -1}')
+    with pytest.raises(ConfigError, match="hessian_mode must be one of full, gram, diag"):
+        resolve_hparams("CMA", "PACS", 0, 0, '{"hessian_mode": "exact"}')
+    hp = resolve_hparams("Fish", "Debug28", 0, 0, '{"meta_lr": 1}')
+    assert hp["meta_lr"] == 1.0 and isinstance(hp["meta_lr"], float)
+
+
+def test_deeply_nested_hparams_json_is_one_line():
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        resolve_hparams("ERM", "Debug28", 0, 0, "[" * 100_000 + "]" * 100_000)
