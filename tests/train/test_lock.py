@@ -270,3 +270,16 @@ def test_locks_on_a_host_local_nfs_mount_are_refused_unless_allowed(tmp_path, mo
     held = try_lock(tmp_path / "lock")
     assert held is not None
     held.release()
+
+
+def test_a_file_system_without_flock_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import fcntl as real_fcntl
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(real_fcntl, "flock", no_flock)
+    with pytest.raises(LockError, match="does not support flock") as info:
+        try_lock(tmp_path / "lock")
+    assert "\n" not in str(info.value)

@@ -141,6 +141,11 @@ def try_lock(path: Path, owner: dict | None = None) -> HeldLock | None:
                     continue
                 os.close(fd)
                 return None
+            except OSError as exc:  # ENOSYS, ENOLCK: no flock on this file system
+                raise LockError(
+                    f"cannot lock {path}: {exc.strerror or exc}; this file system does not "
+                    "support flock (on Lustre mount with -o flock), use another directory"
+                ) from None
             data = json.dumps({**record, "since": time.time()}).encode()
             os.ftruncate(fd, 0)  # the file is ours now (if it is still the one at `path`)
             os.pwrite(fd, data, 0)
