@@ -20,7 +20,7 @@ from dgalign.sweep.state import (
     live_owner,
     run_state,
 )
-from dgalign.train.lock import run_lock
+from dgalign.train.lock import LockError, run_lock
 
 Printer = Callable[[str], None]
 
@@ -136,14 +136,16 @@ def delete_run_dirs(jobs: list[Job], out: Printer = print) -> int:
     deleted = 0
     for job in jobs:
         path = job.output_dir
+        if not path.is_dir():
+            continue
         try:
             with run_lock(path):
                 if (path / "done").exists():
                     continue
                 shutil.rmtree(path)
                 deleted += 1
+        except LockError:
+            raise
         except RunDirError:
             out(f"kept {path}: a process started running it")
-        except FileNotFoundError:
-            continue
     return deleted
