@@ -106,7 +106,7 @@ def test_every_hparam_of_every_algorithm_declares_a_domain_its_values_fit(datase
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ('{"lr": 0}', "lr must be a number > 0, got 0.0"),
+        ('{"lr": -1e-9}', "lr must be a number >= 0, got -1e-09"),
         ('{"lr": Infinity}', "lr must be a finite number, got inf"),
         ('{"weight_decay": -1e-9}', "weight_decay must be a number >= 0"),
         ('{"batch_size": 3000000000}', "batch_size must be an integer >= 1 and at most 2147483647"),
@@ -133,3 +133,9 @@ def test_domains_of_algorithm_entries_are_checked_too():
 def test_deeply_nested_hparams_json_is_one_line():
     with pytest.raises(ConfigError, match="nested too deeply"):
         resolve_hparams("ERM", "Debug28", 0, 0, "[" * 100_000 + "]" * 100_000)
+
+
+def test_positive_domains_refuse_zero():
+    with pytest.raises(ConfigError, match=r"mixup_alpha must be a number > 0, got 0\.0"):
+        resolve_hparams("Mixup", "Debug28", 0, 0, '{"mixup_alpha": 0}')
+    assert resolve_hparams("ERM", "Debug28", 0, 0, '{"lr": 0}')["lr"] == 0.0  # frozen weights

@@ -216,6 +216,7 @@ class HParam:
 B = boolean()
 DROP = interval(0.0, 1.0, hi_open=True)  # a dropout probability
 BATCH = integer(1)
+LEARNING_RATE = nonnegative()  # 0 freezes the weights (a run that keeps its initialisation)
 
 
 def base_hparam_space(dataset: str) -> list[HParam]:
@@ -256,13 +257,13 @@ def base_hparam_space(dataset: str) -> list[HParam]:
     ]
     if small:
         space += [
-            HParam("lr", 1e-3, log_uniform(-4.5, -2.5), "Adam learning rate", positive()),
+            HParam("lr", 1e-3, log_uniform(-4.5, -2.5), "Adam learning rate", LEARNING_RATE),
             HParam("weight_decay", 0.0, const(0.0), "Adam weight decay", nonnegative()),
             HParam("batch_size", 64, int_log_uniform(2, 3, 9), "batch size per domain", BATCH),
         ]
     else:
         space += [
-            HParam("lr", 5e-5, log_uniform(-5, -3.5), "Adam learning rate", positive()),
+            HParam("lr", 5e-5, log_uniform(-5, -3.5), "Adam learning rate", LEARNING_RATE),
             HParam("weight_decay", 0.0, log_uniform(-6, -2), "Adam weight decay", nonnegative()),
             HParam(
                 "batch_size",

@@ -195,7 +195,7 @@ def test_model_file_without_args_is_one_line_for_analyze(tmp_path, capsys):
         ('{"batch_size": NaN}', "batch_size must be a finite number, got nan"),
         ('{"batch_size": 0}', "batch_size must be an integer >= 1, got 0"),
         ('{"batch_size": -4}', "batch_size must be an integer >= 1, got -4"),
-        ('{"lr": -0.1}', "lr must be a number > 0, got -0.1"),
+        ('{"lr": -0.1}', "lr must be a number >= 0, got -0.1"),
         ('{"mlp_width": 0}', "mlp_width must be an integer >= 1, got 0"),
         ('{"mlp_dropout": 2.0}', "mlp_dropout must be a number in [0, 1), got 2.0"),
     ],

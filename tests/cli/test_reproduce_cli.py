@@ -11,11 +11,14 @@ from dgalign.cli import main
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--restarts", "0"], "--restarts must be at least 1, got 0"),
+        (["--restarts", "0"], "argument --restarts: must be an integer >= 1, got 0"),
         (["--methods", "Foo"], "unknown method 'Foo'; valid: ERM, IRM"),
         (["--device", "tpu"], "--device 'tpu' is not a torch device"),
-        (["--majority", "1.5", "--label-shift"], "--majority must be in [0.5, 1], got 1.5"),
-        (["--dynamics-every", "0"], "--dynamics-every must be at least 1"),
+        (
+            ["--majority", "1.5", "--label-shift"],
+            "argument --majority: must be a number in [0.5, 1], got 1.5",
+        ),
+        (["--dynamics-every", "0"], "argument --dynamics-every: must be an integer >= 1"),
     ],
 )
 def test_bad_reproduce_input_is_one_line(tmp_path, capsys, monkeypatch, extra, message):

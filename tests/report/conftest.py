@@ -14,13 +14,14 @@ so on them training-domain validation and leave-one-domain-out pick h = 0, the o
 """
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from dgalign.sweep.jobs import held_out_sets, job_hash
+from dgalign.train.lock import try_lock
+
+HELD_LOCKS = []  # kernel locks of the "running" runs, held by the test process
 
 BASE = {("Debug28", "ERM"): 0.60, ("Debug28", "ZFake"): 0.70, ("PACS", "ERM"): 0.80}
 N_ENVS = {"Debug28": 3, "PACS": 4}
@@ -106,8 +107,8 @@ def write_run(
     elif state == "failed":
         (path / "err.txt").write_text("Traceback (most recent call last):\nRuntimeError: boom\n")
         (path / "job.json").write_text(json.dumps({"status": "failed", "attempts": 1}))
-    elif state == "running":
-        (path / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    elif state == "running":  # this process holds the run's lock until it exits
+        HELD_LOCKS.append(try_lock(path / "lock"))
     return path
 
 

@@ -161,4 +161,4 @@ def test_cli_swa_flag(tmp_path, fast_hparams, capsys):
     bad = [*argv[:-4], "--swa", "--swa-start", "-1", "--no-progress"]
     bad[bad.index(str(out))] = str(tmp_path / "bad")
     assert main(bad) != 0
-    assert "--swa-start must be at least 0" in capsys.readouterr().err
+    assert "--swa-start/--swa_start: must be an integer >= 0, got -1" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import (
+    LEARNING_RATE,
     SMALL_IMAGES,
     HParam,
     choice,
@@ -23,7 +24,6 @@ from dgalign.hparams import (
     interval,
     log_uniform,
     nonnegative,
-    positive,
 )
 from dgalign.networks import MLP
 
@@ -80,9 +80,9 @@ class _AdversarialBase(FeaturizerClassifier):
                 lr,
                 lr_range,
                 "generator (featurizer + classifier) learning rate",
-                positive(),
+                LEARNING_RATE,
             ),
-            HParam("lr_d", lr, lr_range, "discriminator learning rate", positive()),
+            HParam("lr_d", lr, lr_range, "discriminator learning rate", LEARNING_RATE),
             HParam("weight_decay_g", 0.0, wd, "generator weight decay", nonnegative()),
         ]
 

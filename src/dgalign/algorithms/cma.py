@@ -33,6 +33,7 @@ from dgalign.algorithms.registry import register
 from dgalign.curvature import head_gradient, head_hessian, head_hessian_diag, head_hessian_inner
 from dgalign.errors import ConfigError
 from dgalign.hparams import (
+    LEARNING_RATE,
     SMALL_IMAGES,
     HParam,
     const,
@@ -41,7 +42,6 @@ from dgalign.hparams import (
     log_uniform,
     nonnegative,
     one_of,
-    positive,
 )
 
 HESSIAN_MODES = ("full", "gram", "diag")
@@ -175,7 +175,7 @@ class CMA(HeadAlignment):
             1e-3 if dataset == "ColoredMNIST" else 5e-5,
             log_uniform(-4.5, -2.5) if small else log_uniform(-5, -3.5),
             "Adam learning rate (CMA authors' default)",
-            positive(),
+            LEARNING_RATE,
         )
         return [*cls.HPARAMS, lr]
 

@@ -33,6 +33,7 @@ from dgalign.algorithms.registry import register
 from dgalign.curvature import head_per_sample_gradients, per_sample_grads
 from dgalign.errors import ConfigError
 from dgalign.hparams import (
+    LEARNING_RATE,
     HParam,
     boolean,
     choice,
@@ -131,7 +132,7 @@ class FGMix(FeaturizerClassifier):
             1e-3,
             choice([1e-4, 1e-3, 1e-2]),
             "Adam lr of policy and critic",
-            positive(),
+            LEARNING_RATE,
         ),
         HParam(
             "rho",
