@@ -22,6 +22,8 @@ from dgalign.train.rundir import RunDirectory
 from dgalign.utils import io as io_utils
 from dgalign.utils.io import atomic_torch_save, digest_path
 
+FAST_HPARAMS = '{"backbone": "mlp", "mlp_width": 32, "batch_size": 16}'  # as `fast_hparams`
+
 
 def _config(tmp_path, fast_hparams, name="run", **kw):
     args = dict(
@@ -73,9 +75,10 @@ def _refused(config, match):
     return message
 
 
-@pytest.fixture
-def uninterrupted(tmp_path, fast_hparams):
-    config = _config(tmp_path, fast_hparams, "full")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The records of the run never interrupted (computed once for the module)."""
+    config = _config(tmp_path_factory.mktemp("full"), FAST_HPARAMS, "full")
     return strip_run_specific(run_training(config, progress=False).records)
 
 
