@@ -310,17 +310,26 @@ def _add_transferability(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run dir (model.pt) or reproduction dir")
     p.add_argument(
         "--deltas",
-        type=float,
+        type=number(0.0),
         nargs="+",
         default=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0],
         help="radii of the ball around the trained head",
     )
-    p.add_argument("--rounds", type=int, default=5, help="rounds of re-picking (i, j)")
-    p.add_argument("--steps", type=int, default=20, help="ascent steps per round")
-    p.add_argument("--step-frac", type=float, default=0.2, help="step length / delta")
-    p.add_argument("--max-samples", type=int, default=5000, help="rows per domain (0: all)")
-    p.add_argument("--data-dir", default=None, help="data directory (default $DGALIGN_DATA)")
-    p.add_argument("--out", default=None, help="output folder (default RUN_DIR)")
+    p.add_argument("--rounds", type=integer(1), default=5, help="rounds of re-picking (i, j)")
+    p.add_argument("--steps", type=integer(1), default=20, help="ascent steps per round")
+    p.add_argument(
+        "--step-frac", type=number(0.0, lo_open=True), default=0.2, help="step length / delta"
+    )
+    p.add_argument("--max-samples", type=integer(0), default=5000, help="rows per domain (0: all)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        type=nonempty_path,
+        help="data directory (default $DGALIGN_DATA)",
+    )
+    p.add_argument(
+        "--out", default=None, type=nonempty_path, help="output folder (default RUN_DIR)"
+    )
     p.set_defaults(handler=_run_transferability)
 
 
