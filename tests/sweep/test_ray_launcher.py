@@ -12,7 +12,7 @@ def test_a_crash_in_a_job_is_recorded_with_its_traceback(kit, tmp_path, monkeypa
     import dgalign.train
     from dgalign.sweep.execute import run_in_process
 
-    def crash(config, progress=None):
+    def crash(config, **options):
         return 1 / 0
 
     monkeypatch.setattr(dgalign.train, "run_training", crash)
