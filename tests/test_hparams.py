@@ -80,7 +80,7 @@ def test_every_entry_has_a_description_and_a_valid_default():
         h.sampler(np.random.RandomState(0))
 
 
-DATASETS = ("Debug28", "ColoredMNIST", "PACS", "DomainNet")
+DATASETS = ("Spurious28", "Debug224", "ColoredMNIST", "PACS", "DomainNet")
 
 
 @pytest.mark.parametrize("dataset", DATASETS)

@@ -23,7 +23,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from dgalign.errors import ConfigError
-from dgalign.hparams import apply_overrides, resolve_hparams
+from dgalign.hparams import apply_overrides, check_hparams, hparam_space, resolve_hparams
 
 if TYPE_CHECKING:
     from dgalign.train.config import RunConfig
@@ -65,7 +65,8 @@ def grid_point(grid: str, index: int) -> dict[str, Any]:
 
 def run_hparams(config: RunConfig) -> dict[str, Any]:
     """The hyper-parameters of a run: DomainBed's default or random draw (for a grid run the
-    default and the grid point), changed by the `--defaults` profile, then `--hparams`."""
+    default and the grid point), changed by the `--defaults` profile, then `--hparams`; every
+    value checked against its domain (one ConfigError for the first outside it)."""
     if not config.hparams_grid:
         hparams = resolve_hparams(
             config.algorithm, config.dataset, config.hparams_seed, config.trial_seed
@@ -74,7 +75,8 @@ def run_hparams(config: RunConfig) -> dict[str, Any]:
         point = grid_point(config.hparams_grid, config.hparams_seed)
         hparams = apply_overrides(resolve_hparams(config.algorithm, config.dataset, 0, 0), point)
     hparams.update(profile_changes(config.defaults, hparams))
-    return apply_overrides(hparams, config.hparams)
+    resolved = apply_overrides(hparams, config.hparams)
+    return check_hparams(resolved, hparam_space(config.algorithm, config.dataset))
 
 
 def grid_overrides_json(grid: str, index: int) -> str:

@@ -81,7 +81,8 @@ INT_MAX = 2**31 - 1  # integers past a C int overflow the tensors and counters t
 
 @dataclass(frozen=True)
 class Domain:
-    """The values a hyper-parameter may take: `kind` bool / int / float / str; numbers finite
+    """The values a hyper-parameter may take: `kind` bool / int / float / real (an int or a
+    float, kept as given) / str; numbers finite
     and within [lo, hi] (an end excluded when `lo_open` / `hi_open`); strings among `options`
     when given. `description` reads like `> 0` or `in (0, 1)`."""
 
@@ -117,7 +118,7 @@ class Domain:
             if value != int(value):
                 raise ConfigError(f"{where} an integer{domain}, got {value}")
             value = int(value)
-        else:
+        elif self.kind == "float":
             value = float(value)
         if not self._within(value):
             what = "an integer" if self.kind == "int" else "a number"
@@ -168,6 +169,12 @@ def interval(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False)
     """A number in the interval from `lo` to `hi` (ends excluded as asked)."""
     text = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
     return Domain("float", text, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+
+
+def number_at_least(minimum: float) -> Domain:
+    """A finite number >= `minimum`, kept int or float as given: for entries whose default is
+    an int and whose random draws are floats (DomainBed's EQRM burn-in)."""
+    return Domain("real", f">= {minimum:g}", lo=minimum)
 
 
 def finite() -> Domain:

@@ -46,14 +46,14 @@ def test_two_hundred_invalid_hparams_are_one_line_errors(tmp_path, capsys):
     cases = []
     while len(cases) < N_CASES:
         algorithm = rng.choice(names)
-        entry = rng.choice(hparam_space(algorithm, "Debug28"))
+        entry = rng.choice(hparam_space(algorithm, "Spurious28"))
         value = rng.choice(invalid_values(entry.allowed))
         cases.append((algorithm, entry.name, value))
     assert len({c[0] for c in cases}) >= min(len(names), 20)  # spread over the registry
     start = time.perf_counter()
     for i, (algorithm, name, value) in enumerate(cases):
         out = tmp_path / f"run{i}"
-        argv = ["train", "--dataset", "Debug28", "--algorithm", algorithm, "--test-envs", "2"]
+        argv = ["train", "--dataset", "Spurious28", "--algorithm", algorithm, "--test-envs", "2"]
         argv += ["--output-dir", str(out), "--steps", "1", "--no-progress"]
         argv += ["--hparams", json.dumps({name: value})]  # NaN / Infinity tokens included
         code = main(argv)

@@ -24,7 +24,7 @@ def train(out_dir, *extra, hparams=None):
     return [
         "train",
         "--dataset",
-        "Debug28",
+        "Spurious28",
         "--algorithm",
         "ERM",
         "--test-envs",
@@ -242,7 +242,7 @@ def test_bad_flags_of_other_commands_are_one_line(capsys, argv, message):
 
 def test_sweep_with_a_bad_hparam_fails_before_any_job_starts(tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    argv = ["sweep", "launch", "--output-dir", str(sweep), "--datasets", "Debug28"]
+    argv = ["sweep", "launch", "--output-dir", str(sweep), "--datasets", "Spurious28"]
     argv += ["--algorithms", "ERM", "IRM", "--n-hparams", "3", "--n-trials", "1", "--yes"]
     argv += ["--hparams", '{"batch_size": 0}']
     err = one_line(capsys, main(argv))

@@ -18,7 +18,7 @@ def train(out_dir, *extra):
     return [
         "train",
         "--dataset",
-        "Debug28",
+        "Spurious28",
         "--algorithm",
         "ERM",
         "--test-envs",
@@ -53,7 +53,16 @@ def test_empty_output_dir_writes_nothing_into_the_current_directory(
 
 def test_empty_output_dir_is_refused_by_sweeps_and_reproduce(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    sweep = ["sweep", "launch", "--output-dir", "", "--datasets", "Debug28", "--algorithms", "ERM"]
+    sweep = [
+        "sweep",
+        "launch",
+        "--output-dir",
+        "",
+        "--datasets",
+        "Spurious28",
+        "--algorithms",
+        "ERM",
+    ]
     assert "must be a non-empty path" in one_line(capsys, main([*sweep, "--yes"]))
     reproduce = ["reproduce", "cmnist", "--output-dir", "", "--quick"]
     assert "must be a non-empty path" in one_line(capsys, main(reproduce))
@@ -94,7 +103,7 @@ def test_algorithms_table_of_an_unknown_dataset_is_refused(capsys):
         [
             "train",
             "--dataset",
-            "Debug28",
+            "Spurious28",
             "--algorithm",
             "ERM",
             "--output-dir",

@@ -57,11 +57,11 @@ sys.exit(main(sys.argv[2:]))
 
 
 def train_argv(out_dir, fast_hparams, *extra):
-    """`dgalign train` of a 6-step Debug28 ERM run (records at steps 0, 2, 4, 5)."""
+    """`dgalign train` of a 6-step Spurious28 ERM run (records at steps 0, 2, 4, 5)."""
     return [
         "train",
         "--dataset",
-        "Debug28",
+        "Spurious28",
         "--algorithm",
         "ERM",
         "--test-envs",

@@ -27,7 +27,7 @@ FAST_HPARAMS = '{"backbone": "mlp", "mlp_width": 32, "batch_size": 16}'  # as `f
 
 def _config(tmp_path, fast_hparams, name="run", **kw):
     args = dict(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm="ERM",
         output_dir=str(tmp_path / name),
         test_envs=[2],
@@ -196,7 +196,7 @@ def test_a_damaged_model_file_is_refused_by_the_analyses(tmp_path, fast_hparams)
     config = _config(tmp_path, fast_hparams)
     run_training(config, progress=False)
     model = tmp_path / "run" / "model.pt"
-    assert load_run(tmp_path / "run").args["dataset"] == "Debug28"
+    assert load_run(tmp_path / "run").args["dataset"] == "Spurious28"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))

@@ -10,7 +10,7 @@ from dgalign.utils.io import digest_path, remove_with_digest
 
 def test_checkpoint_left_by_a_kill_after_done_is_removed(tmp_path, fast_hparams, monkeypatch):
     config = RunConfig(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm="ERM",
         output_dir=str(tmp_path / "run"),
         test_envs=[2],

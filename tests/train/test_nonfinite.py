@@ -38,7 +38,7 @@ class PoisonedAt(ERM):
 
 def _config(tmp_path, fast_hparams, algorithm, **kw):
     args = dict(
-        dataset="Debug28",
+        dataset="Spurious28",
         algorithm=algorithm,
         output_dir=str(tmp_path / "run"),
         test_envs=[2],

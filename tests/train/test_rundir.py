@@ -64,7 +64,7 @@ def test_run_json_that_is_not_an_object_is_one_line_and_restart_replaces_it(
     assert "run.json is unreadable or not a JSON object" in _one_line(capsys.readouterr().err)
     assert (out / "run.json").read_text() == "[]"
     assert main(train_argv(out, fast_hparams, "--restart-from-scratch")) == 0
-    assert json.loads((out / "run.json").read_text())["dataset"] == "Debug28"
+    assert json.loads((out / "run.json").read_text())["dataset"] == "Spurious28"
 
 
 def test_restart_from_scratch_never_takes_another_runs_directory(tmp_path, fast_hparams, capsys):

@@ -31,7 +31,7 @@ from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, s
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.invariance import annealed_hparams, irm_penalty
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, choice, const
+from dgalign.hparams import HParam, boolean, choice, const, nonnegative, positive
 
 BASE_TEMPERATURE = 0.07
 
@@ -84,6 +84,7 @@ def _ib_hparams() -> tuple[HParam, HParam]:
         iters.default,
         iters.sampler,
         "steps with IB weight 0 before ib_lambda (Adam is reset at the switch)",
+        iters.domain,
     )
     return lam, iters
 
@@ -172,11 +173,22 @@ class _ContrastiveBottleneck(FeaturizerClassifier):
             1e-1,
             choice([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2]),
             "weight of the bottleneck loss",
+            nonnegative(),
         ),
-        HParam("temperature", 0.1, choice([0.05, 0.1]), "temperature T of the similarities"),
-        HParam("is_normalized", False, const(False), "L2-normalise the features in the loss"),
-        HParam("is_project", False, const(False), "projection head d -> d -> 128 in the loss"),
-        HParam("is_flipped", True, const(True), "maximise -log(1 - p) (flipped) form"),
+        HParam(
+            "temperature", 0.1, choice([0.05, 0.1]), "temperature T of the similarities", positive()
+        ),
+        HParam(
+            "is_normalized", False, const(False), "L2-normalise the features in the loss", boolean()
+        ),
+        HParam(
+            "is_project",
+            False,
+            const(False),
+            "projection head d -> d -> 128 in the loss",
+            boolean(),
+        ),
+        HParam("is_flipped", True, const(True), "maximise -log(1 - p) (flipped) form", boolean()),
     )
 
     def __init__(

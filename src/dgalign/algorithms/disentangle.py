@@ -30,7 +30,15 @@ from torch import Tensor, nn
 from dgalign.algorithms._common import concat, sizes
 from dgalign.algorithms.base import Algorithm, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import SMALL_IMAGES, HParam, choice
+from dgalign.hparams import (
+    LEARNING_RATE,
+    SMALL_IMAGES,
+    HParam,
+    choice,
+    integer,
+    interval,
+    nonnegative,
+)
 from dgalign.networks import MLP, build_classifier, build_featurizer
 
 SUPCON_TEMPERATURE = 0.07
@@ -80,20 +88,52 @@ class ADRMX(Algorithm):
     def hparam_space(cls, dataset: str) -> list[HParam]:
         small = dataset in SMALL_IMAGES
         lr = (
-            HParam("lr", 3e-3, choice([5e-4, 1e-3, 2e-3, 3e-3]), "Adam learning rate")
+            HParam(
+                "lr", 3e-3, choice([5e-4, 1e-3, 2e-3, 3e-3]), "Adam learning rate", LEARNING_RATE
+            )
             if small
-            else HParam("lr", 3e-5, choice([2e-5, 3e-5, 4e-5, 5e-5]), "Adam learning rate")
+            else HParam(
+                "lr", 3e-5, choice([2e-5, 3e-5, 4e-5, 5e-5]), "Adam learning rate", LEARNING_RATE
+            )
         )
         return [
-            HParam("cnt_lambda", 1.0, choice([1.0]), "weight of the contrastive losses"),
-            HParam("dclf_lambda", 1.0, choice([1.0]), "weight of the domain classifier loss"),
-            HParam("disc_lambda", 0.75, choice([0.75]), "weight of the adversarial loss"),
-            HParam("rmxd_lambda", 1.0, choice([1.0]), "weight of the remix loss"),
-            HParam("d_steps_per_g_step", 2, choice([2]), "discriminator steps per other step"),
-            HParam("beta1", 0.5, choice([0.5]), "Adam beta1 of both optimizers"),
-            HParam("mlp_width", 256, choice([256]), "discriminator width"),
-            HParam("mlp_depth", 9, choice([8, 9, 10]), "discriminator depth"),
-            HParam("mlp_dropout", 0.0, choice([0.0]), "discriminator dropout"),
+            HParam(
+                "cnt_lambda", 1.0, choice([1.0]), "weight of the contrastive losses", nonnegative()
+            ),
+            HParam(
+                "dclf_lambda",
+                1.0,
+                choice([1.0]),
+                "weight of the domain classifier loss",
+                nonnegative(),
+            ),
+            HParam(
+                "disc_lambda", 0.75, choice([0.75]), "weight of the adversarial loss", nonnegative()
+            ),
+            HParam("rmxd_lambda", 1.0, choice([1.0]), "weight of the remix loss", nonnegative()),
+            HParam(
+                "d_steps_per_g_step",
+                2,
+                choice([2]),
+                "discriminator steps per other step",
+                integer(1),
+            ),
+            HParam(
+                "beta1",
+                0.5,
+                choice([0.5]),
+                "Adam beta1 of both optimizers",
+                interval(0.0, 1.0, hi_open=True),
+            ),
+            HParam("mlp_width", 256, choice([256]), "discriminator width", integer(1)),
+            HParam("mlp_depth", 9, choice([8, 9, 10]), "discriminator depth", integer(2)),
+            HParam(
+                "mlp_dropout",
+                0.0,
+                choice([0.0]),
+                "discriminator dropout",
+                interval(0.0, 1.0, hi_open=True),
+            ),
             lr,
         ]
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, choice, log_uniform
+from dgalign.hparams import LEARNING_RATE, HParam, choice, integer, log_uniform, nonnegative
 
 VARIATION_DIM = 16
 WIDTH = 32
@@ -121,11 +121,23 @@ class DDG(FeaturizerClassifier):
     DESCRIPTION = "Disentangled domain generalization: invariance to generated variations"
     PAPER = "Zhang et al., 2022"
     HPARAMS = (
-        HParam("ddg_pretrain_steps", 3000, choice([1000, 3000]), "stage-1 (generator) updates"),
-        HParam("ddg_gamma", 0.01, log_uniform(-3, -1), "invariance margin gamma"),
-        HParam("ddg_dual_lr", 0.01, log_uniform(-3, -1), "dual step size eta"),
-        HParam("ddg_lr_g", 2e-4, log_uniform(-4.5, -3), "Adam lr of f_v, G and D"),
-        HParam("ddg_recon", 10.0, choice([1.0, 10.0]), "weight of the reconstruction loss"),
+        HParam(
+            "ddg_pretrain_steps",
+            3000,
+            choice([1000, 3000]),
+            "stage-1 (generator) updates",
+            integer(0),
+        ),
+        HParam("ddg_gamma", 0.01, log_uniform(-3, -1), "invariance margin gamma", nonnegative()),
+        HParam("ddg_dual_lr", 0.01, log_uniform(-3, -1), "dual step size eta", LEARNING_RATE),
+        HParam("ddg_lr_g", 2e-4, log_uniform(-4.5, -3), "Adam lr of f_v, G and D", LEARNING_RATE),
+        HParam(
+            "ddg_recon",
+            10.0,
+            choice([1.0, 10.0]),
+            "weight of the reconstruction loss",
+            nonnegative(),
+        ),
     )
 
     def __init__(

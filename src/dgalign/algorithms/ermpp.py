@@ -28,7 +28,7 @@ from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.optimizers import LARS
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, const, log_uniform
+from dgalign.hparams import LEARNING_RATE, HParam, boolean, const, integer, log_uniform
 
 SMA_START = 600
 
@@ -41,10 +41,28 @@ class ERMPlusPlus(FeaturizerClassifier):
     DESCRIPTION = "ERM++: linear probing warm-up, optional LARS, moving-average predictions"
     PAPER = "Teterwak et al., 2023"
     HPARAMS = (
-        HParam("linear_lr", 5e-5, log_uniform(-5, -3.5), "learning rate of the head warm-up"),
-        HParam("linear_steps", 500, const(500), "updates of the head alone before full training"),
-        HParam("lars", False, const(False), "LARS instead of Adam"),
-        HParam("sma_start", SMA_START, const(SMA_START), "update from which the SMA averages"),
+        HParam(
+            "linear_lr",
+            5e-5,
+            log_uniform(-5, -3.5),
+            "learning rate of the head warm-up",
+            LEARNING_RATE,
+        ),
+        HParam(
+            "linear_steps",
+            500,
+            const(500),
+            "updates of the head alone before full training",
+            integer(0),
+        ),
+        HParam("lars", False, const(False), "LARS instead of Adam", boolean()),
+        HParam(
+            "sma_start",
+            SMA_START,
+            const(SMA_START),
+            "update from which the SMA averages",
+            integer(0),
+        ),
     )
 
     def __init__(

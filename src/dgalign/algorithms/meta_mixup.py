@@ -33,7 +33,7 @@ from torch.func import functional_call
 from dgalign.algorithms._common import random_pairs
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, choice, log_uniform, uniform
+from dgalign.hparams import LEARNING_RATE, HParam, choice, interval, log_uniform, positive, uniform
 
 
 def mixup_loss(network: nn.Module, pairs: list, lam: Tensor, params: dict | None = None) -> Tensor:
@@ -60,11 +60,27 @@ class MetaMixup(FeaturizerClassifier):
     DESCRIPTION = "MetaMixup: mixup with a meta-learned interpolation ratio"
     PAPER = "Mai et al., 2021"
     HPARAMS = (
-        HParam("metamixup_init", 0.75, uniform(0.6, 0.95), "initial lambda, in (0.5, 1)"),
         HParam(
-            "metamixup_inner_lr", 0.1, choice([0.01, 0.1, 1.0]), "step size of the virtual step"
+            "metamixup_init",
+            0.75,
+            uniform(0.6, 0.95),
+            "initial lambda, in (0.5, 1)",
+            interval(0.5, 1.0, lo_open=True, hi_open=True),
         ),
-        HParam("metamixup_lambda_lr", 1e-2, log_uniform(-3, -1), "Adam learning rate of omega"),
+        HParam(
+            "metamixup_inner_lr",
+            0.1,
+            choice([0.01, 0.1, 1.0]),
+            "step size of the virtual step",
+            positive(),
+        ),
+        HParam(
+            "metamixup_lambda_lr",
+            1e-2,
+            log_uniform(-3, -1),
+            "Adam learning rate of omega",
+            LEARNING_RATE,
+        ),
     )
 
     def __init__(

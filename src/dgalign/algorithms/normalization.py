@@ -13,7 +13,7 @@ from torch import nn
 from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, const
+from dgalign.hparams import HParam, const, integer, interval
 from dgalign.networks.crossnorm import CNSNFeaturizer
 
 
@@ -26,8 +26,14 @@ class CNSN(FeaturizerClassifier):
     DESCRIPTION = "CrossNorm and SelfNorm: exchange and recalibrate channel statistics"
     PAPER = "Tang et al., 2021"
     HPARAMS = (
-        HParam("cnsn_p", 0.5, const(0.5), "probability of CrossNorm at the active position"),
-        HParam("cnsn_active", 1, const(1), "CrossNorm positions active per step"),
+        HParam(
+            "cnsn_p",
+            0.5,
+            const(0.5),
+            "probability of CrossNorm at the active position",
+            interval(0.0, 1.0),
+        ),
+        HParam("cnsn_active", 1, const(1), "CrossNorm positions active per step", integer(0)),
     )
 
     def __init__(

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, choice, const, log_uniform
+from dgalign.hparams import LEARNING_RATE, HParam, choice, const, log_uniform, nonnegative, positive
 
 SINKHORN_STEPS = 50
 
@@ -100,11 +100,41 @@ class L2AOT(FeaturizerClassifier):
     DESCRIPTION = "L2A-OT: a generator of novel domains far from the sources in OT distance"
     PAPER = "Zhou et al., 2020"
     HPARAMS = (
-        HParam("l2aot_lambda_ot", 1.0, log_uniform(-1, 1), "weight of the OT novelty terms"),
-        HParam("l2aot_lambda_cycle", 10.0, choice([1.0, 10.0]), "weight of cycle consistency"),
-        HParam("l2aot_lambda_cls", 1.0, const(1.0), "weight of the generator's class loss"),
-        HParam("l2aot_lr_g", 1e-4, log_uniform(-4.5, -3), "Adam learning rate of the generator"),
-        HParam("l2aot_sinkhorn_eps", 0.05, const(0.05), "entropic regularisation / mean cost"),
+        HParam(
+            "l2aot_lambda_ot",
+            1.0,
+            log_uniform(-1, 1),
+            "weight of the OT novelty terms",
+            nonnegative(),
+        ),
+        HParam(
+            "l2aot_lambda_cycle",
+            10.0,
+            choice([1.0, 10.0]),
+            "weight of cycle consistency",
+            nonnegative(),
+        ),
+        HParam(
+            "l2aot_lambda_cls",
+            1.0,
+            const(1.0),
+            "weight of the generator's class loss",
+            nonnegative(),
+        ),
+        HParam(
+            "l2aot_lr_g",
+            1e-4,
+            log_uniform(-4.5, -3),
+            "Adam learning rate of the generator",
+            LEARNING_RATE,
+        ),
+        HParam(
+            "l2aot_sinkhorn_eps",
+            0.05,
+            const(0.05),
+            "entropic regularisation / mean cost",
+            positive(),
+        ),
     )
 
     def __init__(

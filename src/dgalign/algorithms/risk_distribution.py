@@ -23,7 +23,19 @@ from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, s
 from dgalign.algorithms.base import Minibatches
 from dgalign.algorithms.feature_alignment import gaussian_mmd
 from dgalign.algorithms.registry import register
-from dgalign.hparams import SMALL_IMAGES, HParam, choice, int_uniform, log_uniform, uniform
+from dgalign.hparams import (
+    LEARNING_RATE,
+    SMALL_IMAGES,
+    HParam,
+    choice,
+    int_uniform,
+    integer,
+    log_uniform,
+    nonnegative,
+    number_at_least,
+    uniform,
+    unit_open,
+)
 
 BISECTION_STEPS = 32
 RDM_GAMMAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
@@ -70,14 +82,27 @@ class EQRM(AnnealedPenalty):
     DESCRIPTION = "Empirical quantile risk minimization over the domain risks"
     PAPER = "Eastwood et al., 2022"
     HPARAMS = (
-        HParam("eqrm_quantile", 0.75, uniform(0.5, 0.99), "quantile alpha of the domain risks"),
+        HParam(
+            "eqrm_quantile",
+            0.75,
+            uniform(0.5, 0.99),
+            "quantile alpha of the domain risks",
+            unit_open(),
+        ),
         HParam(
             "eqrm_burnin_iters",
             2500,
             log_uniform(2.5, 3.5),
             "steps of mean-risk ERM before the quantile objective",
+            number_at_least(0),
         ),
-        HParam("eqrm_lr", 1e-6, log_uniform(-7, -5), "Adam learning rate after the burn-in"),
+        HParam(
+            "eqrm_lr",
+            1e-6,
+            log_uniform(-7, -5),
+            "Adam learning rate after the burn-in",
+            LEARNING_RATE,
+        ),
     )
 
     def update(self, minibatches: Minibatches) -> dict[str, float]:
@@ -101,8 +126,8 @@ class EQRM(AnnealedPenalty):
 
 def _rdm_batch_size(dataset: str) -> HParam:
     if dataset in ("DomainNet", "TerraIncognita"):
-        return HParam("batch_size", 40, int_uniform(30, 60), "batch size per domain")
-    return HParam("batch_size", 88, int_uniform(70, 100), "batch size per domain")
+        return HParam("batch_size", 40, int_uniform(30, 60), "batch size per domain", integer(1))
+    return HParam("batch_size", 88, int_uniform(70, 100), "batch size per domain", integer(1))
 
 
 @register
@@ -118,27 +143,59 @@ class RDM(AnnealedPenalty):
     @classmethod
     def hparam_space(cls, dataset: str) -> list[HParam]:
         if dataset == "DomainNet":
-            lam = HParam("rdm_lambda", 0.5, uniform(0.1, 1.0), "weight of the MMD of the risks")
+            lam = HParam(
+                "rdm_lambda",
+                0.5,
+                uniform(0.1, 1.0),
+                "weight of the MMD of the risks",
+                nonnegative(),
+            )
             iters = HParam(
-                "rdm_penalty_anneal_iters", 2400, int_uniform(1500, 3000), "ERM steps first"
+                "rdm_penalty_anneal_iters",
+                2400,
+                int_uniform(1500, 3000),
+                "ERM steps first",
+                integer(0),
             )
         else:
             lo = 1.0 if dataset in ("PACS", "TerraIncognita") else 0.1
-            lam = HParam("rdm_lambda", 5.0, uniform(lo, 10.0), "weight of the MMD of the risks")
+            lam = HParam(
+                "rdm_lambda",
+                5.0,
+                uniform(lo, 10.0),
+                "weight of the MMD of the risks",
+                nonnegative(),
+            )
             iters = HParam(
-                "rdm_penalty_anneal_iters", 1500, int_uniform(800, 2700), "ERM steps first"
+                "rdm_penalty_anneal_iters",
+                1500,
+                int_uniform(800, 2700),
+                "ERM steps first",
+                integer(0),
             )
         if dataset in ("TerraIncognita", "OfficeHome", "DomainNet"):
-            var = HParam("variance_weight", 0.0, choice([0.0]), "weight of the loss variances")
+            var = HParam(
+                "variance_weight", 0.0, choice([0.0]), "weight of the loss variances", nonnegative()
+            )
         else:
             var = HParam(
-                "variance_weight", 0.004, uniform(0.001, 0.007), "weight of the loss variances"
+                "variance_weight",
+                0.004,
+                uniform(0.001, 0.007),
+                "weight of the loss variances",
+                nonnegative(),
             )
         space = [
             lam,
             iters,
             var,
-            HParam("rdm_lr", 1.5e-5, uniform(8e-6, 2e-5), "Adam learning rate after the switch"),
+            HParam(
+                "rdm_lr",
+                1.5e-5,
+                uniform(8e-6, 2e-5),
+                "Adam learning rate after the switch",
+                LEARNING_RATE,
+            ),
         ]
         if dataset not in SMALL_IMAGES:
             space.append(_rdm_batch_size(dataset))

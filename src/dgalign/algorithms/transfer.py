@@ -33,7 +33,20 @@ from torch import Tensor, autograd, nn
 from dgalign.algorithms._common import concat, flatten, sizes
 from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, choice, const, int_log_uniform, log_uniform, uniform
+from dgalign.hparams import (
+    LEARNING_RATE,
+    HParam,
+    boolean,
+    choice,
+    const,
+    int_log_uniform,
+    integer,
+    interval,
+    log_uniform,
+    nonnegative,
+    positive,
+    uniform,
+)
 from dgalign.networks import build_featurizer
 
 NEUMANN_TERMS = 10
@@ -67,9 +80,23 @@ class TRM(Algorithm):
     DESCRIPTION = "Transfer risk minimization: per-domain heads that transfer to other domains"
     PAPER = "Xu & Jaakkola, 2022"
     HPARAMS = (
-        HParam("cos_lambda", 1e-4, log_uniform(-5, 0), "weight of the gradient-alignment term"),
-        HParam("iters", 200, int_log_uniform(10, 0, 4), "ERM steps before the transfer risk"),
-        HParam("groupdro_eta", 1e-2, log_uniform(-3, -1), "step size of the domain weights"),
+        HParam(
+            "cos_lambda",
+            1e-4,
+            log_uniform(-5, 0),
+            "weight of the gradient-alignment term",
+            nonnegative(),
+        ),
+        HParam(
+            "iters",
+            200,
+            int_log_uniform(10, 0, 4),
+            "ERM steps before the transfer risk",
+            integer(0),
+        ),
+        HParam(
+            "groupdro_eta", 1e-2, log_uniform(-3, -1), "step size of the domain weights", positive()
+        ),
     )
 
     def __init__(
@@ -190,18 +217,35 @@ class Transfer(FeaturizerClassifier):
     DESCRIPTION = "Transferability: minimise the worst domain-loss gap of nearby heads"
     PAPER = "Zhang et al., 2021"
     HPARAMS = (
-        HParam("t_lambda", 1.0, log_uniform(-2, 1), "weight of the loss gap"),
-        HParam("delta", 2.0, uniform(0.1, 3.0), "radius of the adversarial heads' ball"),
-        HParam("d_steps_per_g", 10, choice([1, 2, 5]), "ascent steps of h' per update"),
-        HParam("weight_decay_d", 0.0, log_uniform(-6, -2), "unused (DomainBed lists it)"),
+        HParam("t_lambda", 1.0, log_uniform(-2, 1), "weight of the loss gap", nonnegative()),
+        HParam(
+            "delta", 2.0, uniform(0.1, 3.0), "radius of the adversarial heads' ball", nonnegative()
+        ),
+        HParam("d_steps_per_g", 10, choice([1, 2, 5]), "ascent steps of h' per update", integer(1)),
+        HParam(
+            "weight_decay_d", 0.0, log_uniform(-6, -2), "unused (DomainBed lists it)", nonnegative()
+        ),
         HParam(
             "gda",
             False,
             const(True),
             "plain gradient descent-ascent: SGD (lr) instead of Adam for featurizer + head",
+            boolean(),
         ),
-        HParam("beta1", 0.5, choice([0.0, 0.5]), "unused (DomainBed lists it)"),
-        HParam("lr_d", 1e-3, log_uniform(-4.5, -2.5), "SGD learning rate of the adversary"),
+        HParam(
+            "beta1",
+            0.5,
+            choice([0.0, 0.5]),
+            "unused (DomainBed lists it)",
+            interval(0.0, 1.0, hi_open=True),
+        ),
+        HParam(
+            "lr_d",
+            1e-3,
+            log_uniform(-4.5, -2.5),
+            "SGD learning rate of the adversary",
+            LEARNING_RATE,
+        ),
     )
 
     def __init__(

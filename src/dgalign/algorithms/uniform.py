@@ -30,7 +30,19 @@ from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.errors import ConfigError
-from dgalign.hparams import SMALL_IMAGES, HParam, choice, const, log_uniform, uniform
+from dgalign.hparams import (
+    LEARNING_RATE,
+    SMALL_IMAGES,
+    HParam,
+    choice,
+    const,
+    integer,
+    interval,
+    log_uniform,
+    nonnegative,
+    one_of,
+    uniform,
+)
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 NOISE_BOX = {"tanh": (-1.0, 1.0), "relu": (0.0, 1.0), "sigmoid": (0.0, 1.0)}
@@ -70,26 +82,54 @@ class URM(FeaturizerClassifier):
     def hparam_space(cls, dataset: str) -> list[HParam]:
         small = dataset in SMALL_IMAGES
         return [
-            HParam("urm", "adversarial", const("adversarial"), "URM variant (adversarial only)"),
-            HParam("urm_adv_lambda", 0.1, uniform(0, 0.2), "weight lambda of the adversary"),
+            HParam(
+                "urm",
+                "adversarial",
+                const("adversarial"),
+                "URM variant (adversarial only)",
+                one_of("adversarial"),
+            ),
+            HParam(
+                "urm_adv_lambda",
+                0.1,
+                uniform(0, 0.2),
+                "weight lambda of the adversary",
+                nonnegative(),
+            ),
             HParam(
                 "urm_discriminator_label_smoothing",
                 0.0,
                 uniform(0, 0),
                 "label smoothing s of the discriminator",
+                interval(0.0, 1.0, hi_open=True),
             ),
             HParam(
-                "urm_discriminator_optimizer", "adam", const("adam"), "adam or sgd (momentum 0.9)"
+                "urm_discriminator_optimizer",
+                "adam",
+                const("adam"),
+                "adam or sgd (momentum 0.9)",
+                one_of("adam", "sgd"),
             ),
             HParam(
-                "urm_discriminator_hidden_layers", 1, choice([1, 2, 3]), "hidden 100-unit layers"
+                "urm_discriminator_hidden_layers",
+                1,
+                choice([1, 2, 3]),
+                "hidden 100-unit layers",
+                integer(1),
             ),
-            HParam("urm_generator_output", "tanh", choice(["tanh", "relu"]), "feature activation"),
+            HParam(
+                "urm_generator_output",
+                "tanh",
+                choice(["tanh", "relu"]),
+                "feature activation",
+                one_of("tanh", "relu"),
+            ),
             HParam(
                 "urm_discriminator_lr",
                 1e-3 if small else 5e-5,
                 log_uniform(-5.5, -3.5) if small else log_uniform(-6, -4.5),
                 "discriminator learning rate",
+                LEARNING_RATE,
             ),
         ]
 

@@ -112,7 +112,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _option(
         parser,
         "uda-holdout-fraction",
-        type=float,
+        type=number(0.0, 1.0, hi_open=True),
         default=0.0,
         help="fraction of each test environment's in split held out as unlabelled uda split",
     )

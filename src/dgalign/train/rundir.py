@@ -97,7 +97,8 @@ class RunDirectory:
         """Delete what training produced (done first, so a crash midway leaves an unfinished
         run): done, checkpoint, models and records. Call while holding the run lock."""
         self.done.unlink(missing_ok=True)
-        for path in (self.checkpoint, self.model, self.model_swa):
+        models = [self.model, self.model_swa, self.path / "model_swad.pt"]
+        for path in [self.checkpoint, *models, *self.path.glob("model_step*.pt")]:
             remove_with_digest(path)
         self.results.unlink(missing_ok=True)
 
