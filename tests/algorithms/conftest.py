@@ -11,7 +11,7 @@ import torch
 from dgalign import algorithms
 from dgalign.algorithms import Algorithm
 from dgalign.data import ColoredMNIST, Debug28
-from dgalign.hparams import default_hparams
+from dgalign.algorithms.spaces import default_hparams
 
 BATCH = 8  # samples per training domain
 

@@ -17,7 +17,7 @@ from dgalign.algorithms.cma import (
     hessian_gram,
 )
 from dgalign.errors import ConfigError
-from dgalign.hparams import default_hparams, random_hparams
+from dgalign.algorithms.spaces import default_hparams, random_hparams
 
 MODES = ("full", "gram", "diag")
 

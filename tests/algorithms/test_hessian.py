@@ -20,7 +20,7 @@ from dgalign.algorithms.hessian import (
     probe_variance,
 )
 from dgalign.errors import ConfigError
-from dgalign.hparams import default_hparams, random_hparams
+from dgalign.algorithms.spaces import default_hparams, random_hparams
 
 NAMES = ("HGP", "Hutchinson", "HessianDiag")
 

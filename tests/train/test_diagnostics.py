@@ -5,7 +5,7 @@ import torch
 
 from dgalign.algorithms.erm import ERM
 from dgalign.curvature import head_gradient, head_hessian
-from dgalign.hparams import default_hparams
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.train.diagnostics import curvature_diagnostics
 
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from dgalign import algorithms
 from dgalign.errors import ConfigError, DGAlignError
-from dgalign.hparams import default_hparams
+from dgalign.algorithms.spaces import default_hparams
 
 METHODS = ("ERM", "HGP", "Hutchinson", "HessianDiag", "CMA-full", "CMA-gram")
 TIME_TARGET = 1.3  # HessianDiag and CMA-gram at most 1.3x ERM's step time on case a

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from dgalign.experiments.cmnist_data import SPLITS, DataConfig
-from dgalign.experiments.cmnist_penalties import ABLATIONS, MEANS, METHODS
+from dgalign.experiments.cmnist_rows import ABLATIONS, MEAN_TERMS, METHODS
 
 DEFAULT_EPS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2]
 
@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     cm.add_argument(
         "--mean-term",
-        choices=MEANS,
+        choices=MEAN_TERMS,
         default="envs",
         help="mean terms from the mean of env losses (scripts) or the pooled loss",
     )

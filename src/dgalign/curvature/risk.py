@@ -34,7 +34,7 @@ def mean_loss(logits: Tensor, y: Tensor) -> Tensor:
     return sample_losses(logits, y).mean(-1)
 
 
-def domain_losses(logits: Tensor, y: Tensor, sizes: Sequence[int]) -> Tensor:
+def domain_mean_losses(logits: Tensor, y: Tensor, sizes: Sequence[int]) -> Tensor:
     """Each domain's mean loss, [..., E]."""
     parts = sample_losses(logits, y).split(list(sizes), -1)
     return torch.stack([p.mean(-1) for p in parts], -1)

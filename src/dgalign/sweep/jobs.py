@@ -112,7 +112,7 @@ class SweepSpec:
         """Raise ConfigError (one line) for anything that cannot make a sweep."""
         from dgalign import algorithms
         from dgalign.data import get_dataset_class
-        from dgalign.hparams import resolve_hparams
+        from dgalign.algorithms.spaces import resolve_hparams
 
         if not self.datasets:
             raise ConfigError("--datasets needs at least one dataset name")
