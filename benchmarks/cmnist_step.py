@@ -20,10 +20,10 @@ import statistics
 import time
 
 import torch
+from dgalign.experiments.cmnist_penalties import METHODS
 
 from dgalign.experiments import cmnist_model as M
 from dgalign.experiments.cmnist_data import COLOR_FLIP, RestartData, make_environment
-from dgalign.experiments.cmnist_penalties import METHODS
 from dgalign.experiments.cmnist_train import Protocol, train_restarts
 
 

@@ -215,11 +215,17 @@ def _rename(overrides: dict[str, Any], aliases: Mapping[str, str], owner: str) -
             out[name] = value
             continue
         if new in overrides:
-            raise ConfigError(f"hyper-parameters {name} and {new} are the same one; give only {new}")
+            raise ConfigError(
+                f"hyper-parameters {name} and {new} are the same one; give only {new}"
+            )
         if (owner, name) not in _NOTICED:
             _NOTICED.add((owner, name))
             who = f" of {owner}" if owner else ""
-            LOG.warning("note: hyper-parameter %s%s is now called %s (the old name still works)",
-                        name, who, new)
+            LOG.warning(
+                "note: hyper-parameter %s%s is now called %s (the old name still works)",
+                name,
+                who,
+                new,
+            )
         out[new] = value
     return out

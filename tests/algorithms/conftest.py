@@ -10,8 +10,8 @@ import torch
 
 from dgalign import algorithms
 from dgalign.algorithms import Algorithm
-from dgalign.data import ColoredMNIST, Debug28
 from dgalign.algorithms.spaces import default_hparams
+from dgalign.data import ColoredMNIST, Debug28
 
 BATCH = 8  # samples per training domain
 

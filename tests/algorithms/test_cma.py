@@ -11,8 +11,8 @@ from tests.curvature.helpers import explicit, make_domains, split_params
 
 from dgalign import algorithms
 from dgalign.algorithms.cma import full_hessian_bytes
-from dgalign.errors import ConfigError
 from dgalign.algorithms.spaces import default_hparams, random_hparams
+from dgalign.errors import ConfigError
 
 MODES = ("full", "gram", "diag")
 

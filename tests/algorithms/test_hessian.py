@@ -9,7 +9,6 @@ import logging
 import math
 
 import numpy as np
-
 import pytest
 import torch
 from tests.curvature.helpers import explicit, make_domains, split_params
@@ -121,7 +120,9 @@ def test_nonlinear_head_path_equals_the_closed_form_on_a_linear_head(tiny, tiny_
         _, e = penalties.expected_probe_variance(z, head.weight, head.bias, y, [8, 8], 50, form_)
         expected = float((e["hess_penalty"] + e["probe_variance"]).detach())
         for fn in (algorithm.penalties, algorithm.nonlinear_penalties):
-            draws = torch.tensor([float(fn(z, y, [8, 8])[1]["hess_penalty"].detach()) for _ in range(16)])
+            draws = torch.tensor(
+                [float(fn(z, y, [8, 8])[1]["hess_penalty"].detach()) for _ in range(16)]
+            )
             assert abs(float(draws.mean()) - expected) < 4.5 * float(draws.std()) / 4
 
 

@@ -54,8 +54,9 @@ def compare(fast, ref, z, weight, bias, seed: int = 1) -> None:
     close(lf, lr, "logits")
     g = torch.Generator().manual_seed(seed)
     total_f = (lf * torch.randn(lf.shape, generator=g, dtype=F64)).sum()
-    total_r = (lr * torch.randn(lr.shape, generator=torch.Generator().manual_seed(seed),
-                                dtype=F64)).sum()
+    total_r = (
+        lr * torch.randn(lr.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    ).sum()
     for name in sorted(tf):
         assert tf[name].shape == tr[name].shape, name
         close(tf[name], tr[name], name)
@@ -75,7 +76,9 @@ def test_diag_alignment(c, form):
     compare(
         penalties.diag_alignment(z, w, b, y, SIZES, form),
         reference.diag_alignment(z, w, b, y, SIZES, form),
-        z, w, b,
+        z,
+        w,
+        b,
     )
 
 
@@ -86,7 +89,9 @@ def test_hgp_alignment(c, form):
     compare(
         penalties.hgp_alignment(z, w, b, y, SIZES, form),
         reference.hgp_alignment(z, w, b, y, SIZES, form),
-        z, w, b,
+        z,
+        w,
+        b,
     )
 
 
@@ -136,7 +141,9 @@ def test_expected_probe_variance(c, method, share, form):
     compare(
         penalties.expected_probe_variance(z, w, b, y, SIZES, 9, form, share, method),
         reference.expected_probe_variance(z, w, b, y, SIZES, 9, form, share),
-        z, w, b,
+        z,
+        w,
+        b,
     )
 
 
@@ -148,7 +155,9 @@ def test_cma_alignment(c, mode, reduction):
     compare(
         penalties.cma_alignment(z, w, b, y, SIZES, mode, reduction),
         reference.cma_alignment(z, w, b, y, SIZES, mode, reduction),
-        z, w, b,
+        z,
+        w,
+        b,
     )
 
 
@@ -178,8 +187,9 @@ def test_irm_closed_form_equals_dummy_scale(c, irm_form):
 
 def test_vrex_forms():
     losses = torch.tensor([[0.3, 0.9], [1.0, 0.5]], dtype=F64)
-    torch.testing.assert_close(risk.vrex_penalty(losses, "squared_difference"),
-                               torch.tensor([0.36, 0.25], dtype=F64))
+    torch.testing.assert_close(
+        risk.vrex_penalty(losses, "squared_difference"), torch.tensor([0.36, 0.25], dtype=F64)
+    )
     torch.testing.assert_close(risk.vrex_penalty(losses), torch.tensor([0.09, 0.0625], dtype=F64))
     with pytest.raises(ValueError, match="2 domains"):
         risk.vrex_penalty(torch.ones(3), "squared_difference")
@@ -189,8 +199,10 @@ def test_domain_losses_match_torch():
     z, w, b, y = make_head(7)
     logits = z @ w.T + b
     want = torch.stack(
-        [torch.nn.functional.cross_entropy(lg, t) for lg, t in
-         zip(logits.split(list(SIZES)), y.split(list(SIZES)), strict=True)]
+        [
+            torch.nn.functional.cross_entropy(lg, t)
+            for lg, t in zip(logits.split(list(SIZES)), y.split(list(SIZES)), strict=True)
+        ]
     )
     close(risk.domain_mean_losses(logits, y, SIZES), want, "CE")
     z, w, b, y = make_head(1)

@@ -89,11 +89,17 @@ class CMA(HeadAlignment):
     PAPER = "Moment Alignment: Unifying Gradient and Hessian Matching for DG, arXiv:2506.07378"
     HPARAMS = (
         HParam(
-            "grad_weight", 5000.0, log_uniform(1, 4), "gradient-alignment weight (authors)",
+            "grad_weight",
+            5000.0,
+            log_uniform(1, 4),
+            "gradient-alignment weight (authors)",
             aliases=("grad_alpha",),
         ),
         HParam(
-            "hess_weight", 1000.0, log_uniform(1, 4), "Hessian-alignment weight (authors)",
+            "hess_weight",
+            1000.0,
+            log_uniform(1, 4),
+            "Hessian-alignment weight (authors)",
             aliases=("hess_beta",),
         ),
         HParam(

@@ -147,8 +147,12 @@ class Fishr(AnnealedPenalty):
             "steps without the penalty (Adam is reset when it switches on)",
         ),
         HParam("ema", 0.95, uniform(0.90, 0.99), "moving-average factor of the variances"),
-        HParam("penalty_form", "mean", const("mean"),
-               "mean over domains and coordinates (DomainBed) or sum (the Colored MNIST script)"),
+        HParam(
+            "penalty_form",
+            "mean",
+            const("mean"),
+            "mean over domains and coordinates (DomainBed) or sum (the Colored MNIST script)",
+        ),
     )
 
     def __init__(
@@ -160,9 +164,8 @@ class Fishr(AnnealedPenalty):
     ) -> None:
         super().__init__(input_shape, num_classes, num_domains, hparams)
         if self.hparams.get("penalty_form", "mean") not in FISHR_FORMS:
-            raise ConfigError(
-                f"Fishr penalty_form must be one of {FISHR_FORMS}, got {self.hparams['penalty_form']!r}"
-            )
+            form = self.hparams["penalty_form"]
+            raise ConfigError(f"Fishr penalty_form must be one of {FISHR_FORMS}, got {form!r}")
         n_head = sum(p.numel() for p in self.classifier.parameters())
         # Uncorrected EMA of each domain's gradient variance (DomainBed's MovingAverage).
         self.register_buffer("variance_ema", torch.zeros(num_domains, n_head))

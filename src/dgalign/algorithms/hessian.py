@@ -93,8 +93,9 @@ def autograd_alignment(
 
         gs = [flatten(torch.autograd.grad(loss, params, create_graph=True)) for loss in losses]
         g_bar = flatten(
-            torch.autograd.grad(loss_bar, params, create_graph=not form.detach_mean,
-                                retain_graph=True)
+            torch.autograd.grad(
+                loss_bar, params, create_graph=not form.detach_mean, retain_graph=True
+            )
         )
         ts = [estimate(loss, True) for loss in losses]
         t_bar = estimate(loss_bar, not form.detach_mean)
@@ -185,10 +186,20 @@ def alignment_hparams(
     """hess_weight (Hessian term, formerly alpha), grad_weight (gradient term, formerly beta)
     and the penalty-form options."""
     return (
-        HParam("hess_weight", hess, log_uniform(*hess_rng), f"Hessian-term weight; {src}",
-               aliases=("alpha",)),
-        HParam("grad_weight", grad, log_uniform(*grad_rng), f"gradient-term weight; {src}",
-               aliases=("beta",)),
+        HParam(
+            "hess_weight",
+            hess,
+            log_uniform(*hess_rng),
+            f"Hessian-term weight; {src}",
+            aliases=("alpha",),
+        ),
+        HParam(
+            "grad_weight",
+            grad,
+            log_uniform(*grad_rng),
+            f"gradient-term weight; {src}",
+            aliases=("beta",),
+        ),
         HParam("detach_mean", True, const(True), "stop-gradient on the mean terms (False: CMNIST)"),
         HParam(
             "mean_term",
@@ -256,8 +267,14 @@ class Hutchinson(HeadAlignment):
     @classmethod
     def head_penalties(cls, z, weight, bias, y, counts, hparams) -> tuple[Tensor, Terms]:
         return closed.hutchinson_alignment(
-            z, weight, bias, y, counts, alignment_form(hparams),
-            int(hparams["n_probes"]), bool(hparams["share_probes"]),
+            z,
+            weight,
+            bias,
+            y,
+            counts,
+            alignment_form(hparams),
+            int(hparams["n_probes"]),
+            bool(hparams["share_probes"]),
         )
 
     def nonlinear_penalties(self, z: Tensor, y: Tensor, counts: list[int]) -> tuple[Tensor, Terms]:

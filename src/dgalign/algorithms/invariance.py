@@ -55,8 +55,9 @@ class RiskPenalty(AnnealedPenalty):
         super().__init__(input_shape, num_classes, num_domains, hparams)
         form = self.hparams.get("penalty_form", self.FORMS[0])
         if form not in self.FORMS:
-            raise ConfigError(f"{type(self).__name__} penalty_form must be one of {self.FORMS}, "
-                              f"got {form!r}")
+            raise ConfigError(
+                f"{type(self).__name__} penalty_form must be one of {self.FORMS}, got {form!r}"
+            )
 
     @classmethod
     def penalty_schedule(cls, hparams: dict[str, Any]) -> PenaltySchedule:
@@ -104,8 +105,12 @@ class IRM(RiskPenalty):
     FORMS = IRM_FORMS
     HPARAMS = (
         *annealed_hparams(PREFIX, 1e2, "IRM penalty"),
-        HParam("penalty_form", "split_product", const("split_product"),
-               "split_product (DomainBed) or squared (the Colored MNIST script)"),
+        HParam(
+            "penalty_form",
+            "split_product",
+            const("split_product"),
+            "split_product (DomainBed) or squared (the Colored MNIST script)",
+        ),
     )
 
     @classmethod
@@ -126,8 +131,12 @@ class VREx(RiskPenalty):
     FORMS = VREX_FORMS
     HPARAMS = (
         *annealed_hparams(PREFIX, 1e1, "variance penalty"),
-        HParam("penalty_form", "variance", const("variance"),
-               "variance (DomainBed) or squared_difference of 2 domains (Colored MNIST script)"),
+        HParam(
+            "penalty_form",
+            "variance",
+            const("variance"),
+            "variance (DomainBed) or squared_difference of 2 domains (Colored MNIST script)",
+        ),
     )
 
     @classmethod

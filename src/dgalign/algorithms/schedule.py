@@ -28,7 +28,9 @@ class PenaltySchedule:
 
     def resets_at(self, step: int) -> bool:
         """Whether the optimizer is re-created before step t."""
-        return self.reset_optimizer and int(self.anneal_iters) > 0 and step == int(self.anneal_iters)
+        return (
+            self.reset_optimizer and int(self.anneal_iters) > 0 and step == int(self.anneal_iters)
+        )
 
     def objective(self, base: Tensor, penalty: Tensor | None, step: int) -> Tensor:
         """base + w_t penalty (divided by w_t when rescaling and w_t > 1); base alone if there

@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from dgalign.curvature.risk import mean_loss
-from dgalign.utils.tensors import flatten
 from dgalign.errors import ConfigError, RunDirError
 from dgalign.utils.io import atomic_write_json
 from dgalign.utils.plotting import pyplot, save_png
+from dgalign.utils.tensors import flatten
 
 Domain = tuple[Tensor, Tensor]  # features [n, d], labels
 

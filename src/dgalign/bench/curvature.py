@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from dgalign import algorithms
-from dgalign.errors import ConfigError, DGAlignError
 from dgalign.algorithms.spaces import default_hparams
+from dgalign.errors import ConfigError, DGAlignError
 
 METHODS = ("ERM", "HGP", "Hutchinson", "HessianDiag", "CMA-full", "CMA-gram")
 TIME_TARGET = 1.3  # HessianDiag and CMA-gram at most 1.3x ERM's step time on case a

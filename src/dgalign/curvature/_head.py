@@ -155,7 +155,5 @@ def linear_logits(z: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     if z.dim() == 2:
         return torch.addmm(bias, z, weight.T)
     batch, (n, d), c = z.shape[:-2], z.shape[-2:], weight.shape[-2]
-    out = torch.baddbmm(
-        bias.reshape(-1, 1, c), z.reshape(-1, n, d), weight.reshape(-1, c, d).mT
-    )
+    out = torch.baddbmm(bias.reshape(-1, 1, c), z.reshape(-1, n, d), weight.reshape(-1, c, d).mT)
     return out.reshape(*batch, n, c)

@@ -82,7 +82,9 @@ def hessian_forms(z: Tensor, logits: Tensor, weights: Tensor) -> Tensor:
     """Q_k = ||sum_i weights[k, i] S_i (x) z~_i z~_i^T||_F^2 for z [..., n, d], logits
     [..., n, C], weights [K, n] or [..., K, n]; returns [..., K] (module docstring)."""
     if z.dim() < 2 or logits.shape[:-1] != z.shape[:-1]:
-        raise ValueError(f"z [..., n, d] and logits [..., n, C] disagree: {z.shape}, {logits.shape}")
+        raise ValueError(
+            f"z [..., n, d] and logits [..., n, C] disagree: {z.shape}, {logits.shape}"
+        )
     batch, (n, d), c = z.shape[:-2], z.shape[-2:], logits.shape[-1]
     weights = weights.to(z.dtype)
     if weights.shape[-1] != n:

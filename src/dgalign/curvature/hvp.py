@@ -5,7 +5,8 @@ For domain e (n rows, notation of `_head`) and head-parameter vectors v [C, D]:
 `head_hgp` (HGP): the logits, G_e, T_e = H_e G_e and U_e = H_e gbar with gbar = sum_e w_e G_e
 (w: the mean-term weights), so the mean term Hbar gbar = sum_e w_e U_e. Two passes over the
 features forward (G first, then a, S a and the product), two backward:
-    dH_e v adjoint L:  lambda = Z~ L^T,  da = S lambda,  dp += d(S a)/dp . lambda,  dv = da^T Z~ (= H L)
+    adjoint L of H_e v:  lambda = Z~ L^T,  da = S lambda,  dp += d(S a)/dp . lambda,
+                         dv = da^T Z~ (= H L)
     dZ~ = dl W~ + Q L + da V + R dG    (Q = S a, V = the vectors, one product for all four)
 `head_hutchinson_probes`: G_e and Hutchinson's estimates (1/m) sum_k r_k * (H_e r_k) with
 Rademacher probes r_k, for heads too wide to build H_e; probes are drawn in batches from a
@@ -98,7 +99,8 @@ class _HGP(torch.autograd.Function):
         dprod = zero if dprod is None else dprod
         dmean = zero if dmean is None else dmean
         adj = [  # dL/d(H_e v) for v = G_e and gbar, with the 1/n of H_e
-            torch.stack([dprod[:, e], dmean[:, e]], 1) / (hi - lo) for e, (lo, hi) in enumerate(bounds)
+            torch.stack([dprod[:, e], dmean[:, e]], 1) / (hi - lo)
+            for e, (lo, hi) in enumerate(bounds)
         ]
         da_all, dpq_all = z.new_empty(b, n_all, 2 * c), z.new_empty(b, n_all, c)
         hl = []
@@ -153,7 +155,9 @@ def head_hgp(
     lay = layout(z, weight, bias, y, sizes)
     if len(mean_weights) != len(lay.bounds):
         raise ValueError(f"need one mean weight per domain, got {len(mean_weights)}")
-    outs = _HGP.apply(lay.z, lay.weight, lay.bias, lay.y, lay.bounds, [float(v) for v in mean_weights])
+    outs = _HGP.apply(
+        lay.z, lay.weight, lay.bias, lay.y, lay.bounds, [float(v) for v in mean_weights]
+    )
     return tuple(lay.out(t) for t in outs)  # type: ignore[return-value]
 
 
@@ -192,7 +196,7 @@ class _ProbeDiag(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dlogits, dgrad, dest):
         z, weight, p_all, r_all = ctx.saved_tensors
-        b, n_all, d = z.shape
+        b, _, d = z.shape
         c = weight.shape[1]
         m_all, batch_size = ctx.n_probes, ctx.batch_size
         dz = torch.zeros_like(z, memory_format=torch.contiguous_format)

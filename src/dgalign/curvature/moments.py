@@ -4,8 +4,8 @@
 every domain e (n = n_e rows, Z~ = [Z, 1], notation of `_head`):
     G_e = (1/n) R^T Z~                          [..., E, C, D]   gradient of the domain's mean loss
     Q_e = (1/n) U^T (Z~ * Z~)                   [..., E, C, D]   U = s: diag H_e ("hessian_diag");
-                                                                 U = r * r: second moment of the
-                                                                 per-sample gradients ("gradient_square")
+                                                     U = r * r: second moment of the per-sample
+                                                     gradients ("gradient_square")
     H_e = (1/n) sum_i S_i (x) z~_i z~_i^T       [..., E, CD, CD] the head Hessian, index c D + j
 Backward, given dl = dL/dlogits, A = dL/dQ_e, B = dL/dG_e, Gam = sym(dL/dH_e) (each / n):
     dZ~ += R B + 2 Z~ * (U A) + 2 sum_{c,c'} S_cc' (Z~ Gam_cc')          (rows of domain e)
@@ -69,9 +69,7 @@ def _place_blocks(h: Tensor, blocks: Tensor, c: int, width: int) -> None:
         h[:, sl, sl] += blocks[:, sl]
 
 
-def _hessian_chunk_vjp(
-    gam: Tensor, zt: Tensor, p: Tensor, buf: Tensor
-) -> tuple[Tensor, Tensor]:
+def _hessian_chunk_vjp(gam: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> tuple[Tensor, Tensor]:
     """(dL/dp [B, rows, C], dL/dZ~ [B, rows, D]) of <Gam, sum_i S_i (x) z~_i z~_i^T> for a
     symmetric Gam [B, CD, CD] (the 1/n folded into Gam)."""
     b, rows, width = zt.shape

@@ -71,7 +71,7 @@ class Form:
         return self.reduce((x - mean[..., None, :, :]).square().sum((-2, -1)))
 
 
-ENVS_MEAN = Form("envs", False, "mean")  # CMA's and Fishr's: plain mean over domains, not detached
+DOMAINBED = Form()  # the authors' DomainBed code: pooled mean term, detached, mean over domains
 
 
 def _check_probes(n_probes: int) -> int:
@@ -85,7 +85,7 @@ def hessian_fits(num_logits: int, width: int) -> bool:
     return (num_logits * (width + 1)) ** 2 <= HESSIAN_MAX_ELEMENTS
 
 
-def diag_alignment(z, weight, bias, y, sizes, form: Form = Form()) -> tuple[Tensor, Terms]:
+def diag_alignment(z, weight, bias, y, sizes, form: Form = DOMAINBED) -> tuple[Tensor, Terms]:
     """HessianDiag: T_e = diag H_e = (1/n) s^T (Z~ * Z~), exact."""
     logits, grads, diags = head_moments(z, weight, bias, y, sizes, square="hessian_diag")
     return logits, {
@@ -94,7 +94,7 @@ def diag_alignment(z, weight, bias, y, sizes, form: Form = Form()) -> tuple[Tens
     }
 
 
-def hgp_alignment(z, weight, bias, y, sizes, form: Form = Form()) -> tuple[Tensor, Terms]:
+def hgp_alignment(z, weight, bias, y, sizes, form: Form = DOMAINBED) -> tuple[Tensor, Terms]:
     """HGP: T_e = H_e g_e, Tbar = Hbar gbar = sum_e w_e H_e gbar (closed-form H v)."""
     w = form.weights(sizes)
     logits, grads, prods, means = head_hgp(z, weight, bias, y, sizes, w)
@@ -124,7 +124,7 @@ def hutchinson_alignment(
     bias,
     y,
     sizes,
-    form: Form = Form(),
+    form: Form = DOMAINBED,
     n_probes: int = 300,
     share_probes: bool = False,
     method: str = "auto",
@@ -184,7 +184,7 @@ def expected_probe_variance(
     y,
     sizes,
     n_probes: int,
-    form: Form = Form(),
+    form: Form = DOMAINBED,
     share_probes: bool = False,
     method: str = "auto",
 ) -> tuple[Tensor, Terms]:
@@ -235,7 +235,6 @@ def expected_probe_variance(
     }
 
 
-
 def _cma_full(z, weight, bias, y, sizes, form: Form) -> tuple[Tensor, Tensor, Tensor]:
     logits, grads, hessians = head_moments(z, weight, bias, y, sizes, hessian=True)
     return logits, grads, form.align(hessians, form.mean(hessians, sizes))
@@ -244,7 +243,9 @@ def _cma_full(z, weight, bias, y, sizes, form: Form) -> tuple[Tensor, Tensor, Te
 def _cma_gram(z, weight, bias, y, sizes, form: Form) -> tuple[Tensor, Tensor, Tensor]:
     logits, grads = head_moments(z, weight, bias, y, sizes)
     if form.detach_mean:
-        raise ValueError("the gram mode builds ||H_e - Hbar||^2 as one form: Hbar cannot be detached")
+        raise ValueError(
+            "the gram mode builds ||H_e - Hbar||^2 as one form: Hbar cannot be detached"
+        )
     w = form.weights(sizes)
     rows = [[float(f == e) - w[f] for f in range(len(sizes))] for e in range(len(sizes))]
     per = hessian_forms(z, logits, _domain_weights(sizes, rows).to(z.device))
@@ -270,7 +271,10 @@ def cma_alignment(
         raise ValueError(f"mode must be one of {tuple(CMA_MODES)}, got {mode!r}")
     form = Form("envs", False, reduction)
     logits, grads, hess = CMA_MODES[mode](z, weight, bias, y, sizes, form)
-    return logits, {"grad_penalty": form.align(grads, form.mean(grads, sizes)), "hess_penalty": hess}
+    return logits, {
+        "grad_penalty": form.align(grads, form.mean(grads, sizes)),
+        "hess_penalty": hess,
+    }
 
 
 FISHR_FORMS = ("mean", "sum")

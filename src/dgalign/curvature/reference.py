@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from dgalign.curvature.penalties import Form
+from dgalign.curvature.penalties import DOMAINBED, Form
 from dgalign.curvature.risk import mean_loss, sample_losses
 
 Terms = dict[str, Tensor]
@@ -78,7 +78,7 @@ def _grads(z, weight, bias, y, sizes):
 
 
 @_per_batch
-def diag_alignment(z, weight, bias, y, sizes, form: Form = Form(), index: int = 0) -> Terms:
+def diag_alignment(z, weight, bias, y, sizes, form: Form = DOMAINBED, index: int = 0) -> Terms:
     grads = _grads(z, weight, bias, y, sizes)
     diags = [torch.diagonal(_hessian(g, weight, bias)).view_as(g) for g in grads]
     w = form.weights(sizes)
@@ -89,7 +89,7 @@ def diag_alignment(z, weight, bias, y, sizes, form: Form = Form(), index: int = 
 
 
 @_per_batch
-def hgp_alignment(z, weight, bias, y, sizes, form: Form = Form(), index: int = 0) -> Terms:
+def hgp_alignment(z, weight, bias, y, sizes, form: Form = DOMAINBED, index: int = 0) -> Terms:
     """T_e = H_e g_e by double backward; Tbar = Hbar gbar of the mean loss sum_e w_e L_e."""
     losses = _domains(z, weight, bias, y, sizes)
     grads = [_grad(loss, weight, bias) for loss in losses]
@@ -106,7 +106,7 @@ def hgp_alignment(z, weight, bias, y, sizes, form: Form = Form(), index: int = 0
 
 @_per_batch
 def hutchinson_alignment(
-    z, weight, bias, y, sizes, probes: Sequence[Tensor], form: Form = Form(), index: int = 0
+    z, weight, bias, y, sizes, probes: Sequence[Tensor], form: Form = DOMAINBED, index: int = 0
 ) -> Terms:
     """T_e = (1/m) sum_k r_k * (H_e r_k) by double backward, with probes[e] [*batch, C D, m]
     for domain e and probes[-1] for the mean (the same tensor for shared probes)."""
@@ -117,8 +117,10 @@ def hutchinson_alignment(
 
     def estimate(g: Tensor, pr: Tensor) -> Tensor:
         pr = pr.reshape(-1, *pr.shape[-2:])[index]
-        cols = [pr[:, k].view_as(g) * _hvp(g, pr[:, k].view_as(g), weight, bias) for k in
-                range(pr.shape[1])]
+        cols = [
+            pr[:, k].view_as(g) * _hvp(g, pr[:, k].view_as(g), weight, bias)
+            for k in range(pr.shape[1])
+        ]
         return torch.stack(cols).mean(0)
 
     est = [estimate(g, probes[e]) for e, g in enumerate(grads)]
@@ -136,7 +138,7 @@ def _off(h: Tensor) -> Tensor:
 
 @_per_batch
 def expected_probe_variance(
-    z, weight, bias, y, sizes, n_probes, form=Form(), share_probes=False, index: int = 0
+    z, weight, bias, y, sizes, n_probes, form=DOMAINBED, share_probes=False, index: int = 0
 ) -> Terms:
     grads = _grads(z, weight, bias, y, sizes)
     hessians = [_hessian(g, weight, bias) for g in grads]
@@ -211,4 +213,3 @@ def irm_penalty(logits: Tensor, y: Tensor, sizes: Sequence[int], form: str = "sp
             per.append(gs[0].square() if form == "squared" else gs[0] * gs[1])
         vals.append(torch.stack(per).mean())
     return torch.stack(vals).reshape(logits.shape[:-2])
-

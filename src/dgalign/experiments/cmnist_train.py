@@ -183,7 +183,9 @@ def train_restarts(
         zs, lgs = list(z.split(sizes, 1)), list(logits.split(sizes, 1))
         nlls = [bce(lg, y) for lg, y in zip(lgs, ys, strict=True)]
         nll = torch.stack(nlls).mean(0)
-        loss = schedule.objective(nll + proto.l2 * M.squared_norm(params, proto.l2_biases), pen, step)
+        loss = schedule.objective(
+            nll + proto.l2 * M.squared_norm(params, proto.l2_biases), pen, step
+        )
         pen = torch.zeros_like(nll) if pen is None else pen
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()

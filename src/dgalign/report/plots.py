@@ -114,12 +114,14 @@ def write_plots(
         for table in tables:
             if table.dataset is None:
                 continue
-            name = f"accuracy_{table.method.key}_{slug(table.dataset, "-")}.png"
+            name = f"accuracy_{table.method.key}_{slug(table.dataset, '-')}.png"
             written.append(bar_chart(table, plot_dir / name))
             if table.dataset not in datasets:
                 datasets.append(table.dataset)
     for dataset in datasets:
-        path = training_curves(runs, dataset, algorithms, plot_dir / f"curves_{slug(dataset, "-")}.png")
+        path = training_curves(
+            runs, dataset, algorithms, plot_dir / f"curves_{slug(dataset, '-')}.png"
+        )
         if path is not None:
             written.append(path)
     return written

@@ -111,8 +111,8 @@ class SweepSpec:
     def validate(self) -> None:
         """Raise ConfigError (one line) for anything that cannot make a sweep."""
         from dgalign import algorithms
-        from dgalign.data import get_dataset_class
         from dgalign.algorithms.spaces import resolve_hparams
+        from dgalign.data import get_dataset_class
 
         if not self.datasets:
             raise ConfigError("--datasets needs at least one dataset name")

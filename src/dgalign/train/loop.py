@@ -24,10 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from dgalign import algorithms
+from dgalign.algorithms.spaces import resolve_hparams
 from dgalign.data import get_dataset_class
 from dgalign.data.splits import InfiniteLoader, Subset, split_environment
 from dgalign.errors import ConfigError, DGAlignError, TrainingDiverged
-from dgalign.algorithms.spaces import resolve_hparams
 from dgalign.train.config import RunConfig
 from dgalign.train.diagnostics import curvature_diagnostics
 from dgalign.train.evaluate import accuracy
