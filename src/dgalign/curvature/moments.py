@@ -18,6 +18,7 @@ that fit in cache (`_head.CHUNK_ELEMENTS`), so each pass reads z from memory onc
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -45,21 +46,55 @@ def _square_vjp(kind: str, p: Tensor, r: Tensor, du: Tensor) -> Tensor:
     return du * (1 - 2 * p) if kind == "hessian_diag" else 2 * r * du
 
 
-def _hessian_chunk(h: Tensor, blocks: Tensor | None, zt: Tensor, p: Tensor, buf: Tensor) -> None:
-    """Add sum_i S_i (x) z~_i z~_i^T of the chunk to h [B, CD, CD] (without the 1/n).
+#: the products X^T Y of a symmetric result run over this many column blocks, upper ones only
+#: (6 of 9 block products: 2/3 of a full product, like BLAS's syrk)
+SYRK_BLOCKS = 3
 
-    One logit: Z~^T diag(s) Z~. C >= 2: blockdiag_c(Z~^T diag(p_c) Z~) - X^T X with
-    X_i = p_i (x) z~_i; the block-diagonal part is accumulated in `blocks` [B, CD, D]."""
+
+def _blocks(width: int) -> list[slice]:
+    k = max(1, min(SYRK_BLOCKS, width // 32))
+    edges = [round(i * width / k) for i in range(k + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(edges)]
+
+
+def syrk_(h: Tensor, x: Tensor, y: Tensor, alpha: float = 1.0) -> None:
+    """h += alpha x^T y in the blocks on and above the diagonal only, for x^T y symmetric
+    (y = x scaled per row); `mirror_` fills the rest once all products are added."""
+    cols = _blocks(x.shape[-1])
+    for i, a in enumerate(cols):
+        for b in cols[i:]:
+            h[:, a, b].baddbmm_(x[:, :, a].mT, y[:, :, b], alpha=alpha)
+
+
+def mirror_(h: Tensor) -> None:
+    """Copy the blocks above the diagonal (see `syrk_`) to those below it."""
+    cols = _blocks(h.shape[-1])
+    for i, a in enumerate(cols):
+        for b in cols[i + 1 :]:
+            h[:, b, a] = h[:, a, b].mT
+
+
+def _hessian_chunk_one_logit(h: Tensor, zc: Tensor, p: Tensor, buf: Tensor) -> None:
+    """Add Z~^T diag(s) Z~ of the chunk to h [B, D, D] without building Z~ = [Z, 1]: the
+    [Z^T S Z] block by `syrk_` (upper blocks), the bias row Z^T s and corner sum s."""
+    rows, d = zc.shape[1], zc.shape[2]
+    s = p * (1 - p)
+    sz = torch.mul(zc, s, out=buf[:, :rows, :d])
+    syrk_(h[:, :d, :d], zc, sz)
+    h[:, :d, d] += sz.sum(1)
+    h[:, d, d] += s.sum((1, 2))
+
+
+def _hessian_chunk(h: Tensor, blocks: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> None:
+    """Add sum_i S_i (x) z~_i z~_i^T of the chunk to h [B, CD, CD] for C >= 2 (without the
+    1/n; blocks on and above the diagonal only, `mirror_` completes it):
+    blockdiag_c(Z~^T diag(p_c) Z~) - X^T X with X_i = p_i (x) z~_i, the block-diagonal part
+    accumulated in full in `blocks` [B, CD, D]."""
     b, rows, width = zt.shape
     c = p.shape[-1]
-    if c == 1:
-        sz = torch.mul(zt, p * (1 - p), out=buf[:, :rows, :width])
-        h.baddbmm_(zt.mT, sz)
-        return
     x = torch.mul(p[..., :, None], zt[..., None, :], out=buf[:, :rows].view(b, rows, c, width))
     x = x.view(b, rows, c * width)
-    h.baddbmm_(x.mT, x, alpha=-1)
-    assert blocks is not None
+    syrk_(h, x, x, alpha=-1)
     blocks.baddbmm_(x.mT, zt)
 
 
@@ -69,16 +104,25 @@ def _place_blocks(h: Tensor, blocks: Tensor, c: int, width: int) -> None:
         h[:, sl, sl] += blocks[:, sl]
 
 
+def _hessian_chunk_vjp_one_logit(
+    gam: Tensor, zc: Tensor, p: Tensor, buf: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(dL/dp [B, rows, 1], dL/dZ [B, rows, d]) of <Gam, Z~^T diag(s) Z~> for a symmetric Gam
+    [B, D, D] (1/n folded in), without building Z~: Y = Z Gam_zz + Gam_bz = (Gam z~)[:d],
+    z~^T Gam z~ = z . Y + z . Gam_zb + Gam_bb, dZ = 2 s Y."""
+    rows, d = zc.shape[1], zc.shape[2]
+    g_zb = gam[:, :d, d]
+    y = torch.baddbmm(g_zb[:, None, :], zc, gam[:, :d, :d], out=buf[:, :rows, :d])
+    quad = torch.linalg.vecdot(y, zc) + (zc @ g_zb[..., None])[..., 0] + gam[:, d, d][:, None]
+    s = p * (1 - p)
+    return quad[..., None] * (1 - 2 * p), y.mul_(2 * s)
+
+
 def _hessian_chunk_vjp(gam: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> tuple[Tensor, Tensor]:
     """(dL/dp [B, rows, C], dL/dZ~ [B, rows, D]) of <Gam, sum_i S_i (x) z~_i z~_i^T> for a
-    symmetric Gam [B, CD, CD] (the 1/n folded into Gam)."""
+    symmetric Gam [B, CD, CD] (the 1/n folded into Gam), C >= 2."""
     b, rows, width = zt.shape
     c = p.shape[-1]
-    if c == 1:
-        y = torch.bmm(zt, gam, out=buf[:, :rows, :width])
-        m = torch.linalg.vecdot(y, zt)[..., None]  # z~^T Gam z~
-        s = p * (1 - p)
-        return m * (1 - 2 * p), y.mul_(2 * s)
     # w[i, c, c', j] = sum_j' z~_ij' Gam[(c, j), (c', j')]
     g = gam.view(b, c, width, c, width).permute(0, 4, 1, 3, 2).reshape(b, width, c * c * width)
     w = torch.bmm(zt, g, out=buf[:, :rows].view(b, rows, c * c * width))
@@ -90,6 +134,20 @@ def _hessian_chunk_vjp(gam: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> tuple
     return dp, dzt
 
 
+def _write(dz: Tensor, lo: int, hi: int, left: Tensor, rhs: Tensor, extra: Tensor | None) -> None:
+    """dz[:, lo:hi] = extra + left @ rhs, straight into dz where the slice is contiguous."""
+    if dz.shape[0] == 1:  # one restart: the row slice is contiguous
+        out = dz[:, lo:hi]
+        if extra is None:
+            torch.bmm(left, rhs, out=out)
+        else:
+            torch.baddbmm(extra, left, rhs, out=out)
+    elif extra is None:
+        dz[:, lo:hi] = torch.bmm(left, rhs)
+    else:
+        dz[:, lo:hi] = torch.baddbmm(extra, left, rhs)
+
+
 class _Moments(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, weight, bias, y, bounds, square, hessian):
@@ -97,15 +155,12 @@ class _Moments(torch.autograd.Function):
         c, width = weight.shape[1], d + 1
         lay = Layout(z, weight, bias, y, bounds, ())
         hsize = c * width
-        per_row = max(width, c * width * (2 if hessian else 1))
-        if hessian and c > 1:
-            per_row = max(per_row, c * width)
-        rows = lay.rows(per_row)
+        rows = lay.rows(width if c == 1 else max(width, 2 * hsize))
         logits = z.new_empty(b, n_all, c)
         p_all, r_all = torch.empty_like(logits), torch.empty_like(logits)
         u_all = torch.empty_like(logits) if square else None
         buf = z.new_empty(b, min(rows, n_all), max(width, hsize)) if (square or hessian) else None
-        tbuf = z.new_empty(b, min(rows, n_all), width) if hessian else None
+        tbuf = z.new_empty(b, min(rows, n_all), width) if hessian and c > 1 else None
         grads, squares, hessians = [], [], []
         wt = weight.mT
         for e, (start, stop) in enumerate(bounds):
@@ -127,14 +182,19 @@ class _Moments(torch.autograd.Function):
                     u_all[:, lo:hi] = uc
                     sq = torch.mul(zc, zc, out=buf[:, : hi - lo, :d])
                     qw.baddbmm_(uc.mT, sq)
-                if hessian:
-                    zt = augmented(zc, tbuf)
-                    _hessian_chunk(h, blocks, zt, pc, buf)
+                if hessian and c == 1:
+                    _hessian_chunk_one_logit(h, zc, pc, buf)
+                elif hessian:
+                    _hessian_chunk(h, blocks, augmented(zc, tbuf), pc, buf)
             grads.append(with_bias(gw, r_all[:, start:stop].sum(1)) / n)
             if square:
                 squares.append(with_bias(qw, u_all[:, start:stop].sum(1)) / n)
             if hessian:
-                if blocks is not None:
+                if c == 1:
+                    mirror_(h[:, :d, :d])
+                    h[:, d, :d] = h[:, :d, d]
+                else:
+                    mirror_(h)
                     _place_blocks(h, blocks, c, width)
                 hessians.append(h / n)
         ctx.save_for_backward(z, weight, p_all, r_all, u_all)
@@ -161,7 +221,7 @@ class _Moments(torch.autograd.Function):
         dw = torch.zeros_like(weight)
         dl_all = torch.empty_like(p_all)
         buf = z.new_empty(b, min(rows, n_all), max(width, c * c * width)) if hessian else None
-        tbuf = z.new_empty(b, min(rows, n_all), width) if hessian else None
+        tbuf = z.new_empty(b, min(rows, n_all), width) if hessian and c > 1 else None
         sbuf = z.new_empty(b, min(rows, n_all), d) if dsq is not None else None
         for e, (start, stop) in enumerate(bounds):
             n = stop - start
@@ -185,8 +245,10 @@ class _Moments(torch.autograd.Function):
                     dp = part if dp is None else dp + part
                     extra = torch.bmm(uc, dq[..., :d], out=sq).mul_(zc).mul_(2)
                 if gam is not None:
-                    zt = augmented(zc, tbuf)
-                    part, dzt = _hessian_chunk_vjp(gam, zt, pc, buf)
+                    if c == 1:
+                        part, dzt = _hessian_chunk_vjp_one_logit(gam, zc, pc, buf)
+                    else:
+                        part, dzt = _hessian_chunk_vjp(gam, augmented(zc, tbuf), pc, buf)
                     dp = part if dp is None else dp + part
                     extra = dzt[..., :d] if extra is None else extra.add_(dzt[..., :d])
                 dl = dlogits[:, lo:hi] if dlogits is not None else None
@@ -198,10 +260,7 @@ class _Moments(torch.autograd.Function):
                 dl_all[:, lo:hi] = dl
                 dw.baddbmm_(dl.mT, zc)
                 left = dl if dg is None else torch.cat([dl, rc], -1)
-                if extra is None:
-                    dz[:, lo:hi] = torch.bmm(left, rhs)
-                else:
-                    dz[:, lo:hi] = torch.baddbmm(extra, left, rhs)
+                _write(dz, lo, hi, left, rhs, extra)
         return dz, dw, dl_all.sum(1), None, None, None, None
 
 
