@@ -92,14 +92,14 @@ class CMA(HeadAlignment):
             "grad_weight",
             5000.0,
             log_uniform(1, 4),
-            "gradient-alignment weight (authors)",
+            "gradient-alignment weight (authors; their grad_alpha)",
             aliases=("grad_alpha",),
         ),
         HParam(
             "hess_weight",
             1000.0,
             log_uniform(1, 4),
-            "Hessian-alignment weight (authors)",
+            "Hessian-alignment weight (authors; their hess_beta)",
             aliases=("hess_beta",),
         ),
         HParam(
