@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from dgalign.bench import script_main, set_threads
 from dgalign.errors import ConfigError
 from dgalign.experiments import cmnist_model as M
 from dgalign.experiments.cmnist_data import COLOR_FLIP, RestartData, make_environment
@@ -210,10 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 0:
-        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     names = args.methods or list(METHODS)
     before = load()
     times = run_benchmark(names, args.restarts, args.rows, args.repeats, args.device)
@@ -228,11 +226,4 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python benchmarks/cmnist_step.py`."""
-    from dgalign.errors import DGAlignError
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except DGAlignError as exc:
-        parser.exit(2, f"error: {exc}\n")
+    return script_main(__doc__, add_arguments, run, argv)
