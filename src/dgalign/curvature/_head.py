@@ -88,17 +88,25 @@ def layout(z: Tensor, weight: Tensor, bias: Tensor, y: Tensor, sizes: Sequence[i
     for size in sizes:
         bounds.append((start, start + size))
         start += size
+    dtype = compute_dtype(z, weight)
     labels = y.reshape(b, n)
     if c == 1:
-        labels = labels.to(z.dtype)
+        labels = labels.to(dtype)
     return Layout(
-        z.reshape(b, n, d),
-        weight.reshape(b, c, d).to(z.dtype),
-        bias.reshape(b, c).to(z.dtype),
+        z.reshape(b, n, d).to(dtype),
+        weight.reshape(b, c, d).to(dtype),
+        bias.reshape(b, c).to(dtype),
         labels,
         bounds,
         batch,
     )
+
+
+def compute_dtype(z: Tensor, weight: Tensor) -> torch.dtype:
+    """The common floating dtype, at least float32 (curvature in half precision, e.g. under
+    autocast, loses the small Hessian entries)."""
+    dtype = torch.promote_types(z.dtype, weight.dtype)
+    return torch.promote_types(dtype, torch.float32)
 
 
 def probs(logits: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from dgalign.curvature._head import logit_vjp, probs
 
@@ -55,6 +56,7 @@ class _Forms(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         z, logits, weights = ctx.saved_tensors
         b, n, d = z.shape
@@ -89,6 +91,9 @@ def hessian_forms(z: Tensor, logits: Tensor, weights: Tensor) -> Tensor:
     weights = weights.to(z.dtype)
     if weights.shape[-1] != n:
         raise ValueError(f"weights must have n = {n} columns, got shape {tuple(weights.shape)}")
-    zf, lf = z.reshape(-1, n, d), logits.reshape(-1, n, c).to(z.dtype)
-    wf = weights.expand(*batch, *weights.shape[-2:]).reshape(zf.shape[0], -1, n)
-    return _Forms.apply(zf, lf, wf.contiguous()).reshape(*batch, -1)
+    dtype = torch.promote_types(torch.promote_types(z.dtype, logits.dtype), torch.float32)
+    zf, lf = z.reshape(-1, n, d).to(dtype), logits.reshape(-1, n, c).to(dtype)
+    wf = weights.to(dtype).expand(*batch, *weights.shape[-2:]).reshape(zf.shape[0], -1, n)
+    with torch.autocast(z.device.type, enabled=False):
+        out = _Forms.apply(zf, lf, wf.contiguous())
+    return out.reshape(*batch, -1)

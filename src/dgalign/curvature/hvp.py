@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from dgalign.curvature._head import (
     Layout,
@@ -89,6 +90,7 @@ class _HGP(torch.autograd.Function):
         return logits, grads, prods[:, :, 0].contiguous(), prods[:, :, 1].contiguous()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dlogits, dgrad, dprod, dmean):
         z, weight, p_all, r_all, a_all, q_all, grads, g_bar, w = ctx.saved_tensors
         bounds, rows = ctx.bounds, ctx.rows
@@ -155,9 +157,10 @@ def head_hgp(
     lay = layout(z, weight, bias, y, sizes)
     if len(mean_weights) != len(lay.bounds):
         raise ValueError(f"need one mean weight per domain, got {len(mean_weights)}")
-    outs = _HGP.apply(
-        lay.z, lay.weight, lay.bias, lay.y, lay.bounds, [float(v) for v in mean_weights]
-    )
+    with torch.autocast(lay.z.device.type, enabled=False):
+        outs = _HGP.apply(
+            lay.z, lay.weight, lay.bias, lay.y, lay.bounds, [float(v) for v in mean_weights]
+        )
     return tuple(lay.out(t) for t in outs)  # type: ignore[return-value]
 
 
@@ -194,6 +197,7 @@ class _ProbeDiag(torch.autograd.Function):
         return logits, grads, estimates
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dlogits, dgrad, dest):
         z, weight, p_all, r_all = ctx.saved_tensors
         b, _, d = z.shape
@@ -251,7 +255,8 @@ def head_hutchinson_probes(
     if n_probes < 1 or batch_size < 1:
         raise ValueError(f"n_probes and batch_size must be positive, got {n_probes}, {batch_size}")
     seeds = [[int(s) for s in row] for row in seeds]
-    outs = _ProbeDiag.apply(
-        lay.z, lay.weight, lay.bias, lay.y, lay.bounds, seeds, int(n_probes), int(batch_size)
-    )
+    with torch.autocast(lay.z.device.type, enabled=False):
+        outs = _ProbeDiag.apply(
+            lay.z, lay.weight, lay.bias, lay.y, lay.bounds, seeds, int(n_probes), int(batch_size)
+        )
     return tuple(lay.out(t) for t in outs)  # type: ignore[return-value]

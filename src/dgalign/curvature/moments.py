@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from dgalign.curvature._head import (
     Layout,
@@ -208,6 +209,7 @@ class _Moments(torch.autograd.Function):
         return tuple(outs)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dlogits, dgrad, *rest):
         z, weight, p_all, r_all, u_all = ctx.saved_tensors
         square, hessian, bounds = ctx.square, ctx.hessian, ctx.bounds
@@ -280,5 +282,6 @@ def head_moments(
     if square is not None and square not in SQUARES:
         raise ValueError(f"square must be one of {SQUARES} or None, got {square!r}")
     lay = layout(z, weight, bias, y, sizes)
-    outs = _Moments.apply(lay.z, lay.weight, lay.bias, lay.y, lay.bounds, square, bool(hessian))
+    with torch.autocast(lay.z.device.type, enabled=False):
+        outs = _Moments.apply(lay.z, lay.weight, lay.bias, lay.y, lay.bounds, square, bool(hessian))
     return tuple(lay.out(t) for t in outs)
