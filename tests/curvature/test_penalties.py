@@ -123,7 +123,7 @@ def _probe_draws(method, batch, c, d, m, count, seed):
 @pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize("form", [FORMS[0], FORMS[3], FORMS[6]], ids=str)
 def test_hutchinson_alignment_given_the_same_probes(c, method, share, form):
-    batch, m, d = (2,), 37, 3
+    batch, m, d = (2,), 9, 3
     z, w, b, y = make_head(c, batch=batch, d=d)
     torch.manual_seed(5)
     fast = penalties.hutchinson_alignment(z, w, b, y, SIZES, form, m, share, method)
