@@ -19,7 +19,7 @@ from torch import Tensor
 
 #: on the CPU, passes over the features go in chunks of rows of about this many entries, so
 #: the several products of a pass find their chunk in cache (one read of z from memory)
-CHUNK_ELEMENTS = 1 << 19
+CHUNK_ELEMENTS = 1 << 21
 
 
 @dataclass
@@ -143,6 +143,20 @@ def apply_s_vjp(p: Tensor, a: Tensor, g: Tensor) -> Tensor:
         return (g * a).sum(-2) * (1 - 2 * p)
     out = g * a - g * (pe * a).sum(-1, keepdim=True) - a * (pe * g).sum(-1, keepdim=True)
     return out.sum(-2)
+
+
+def head_rows(
+    zc: Tensor, weight: Tensor, bias: Tensor, y: Tensor, logits: Tensor, p: Tensor, r: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits, p and r of a chunk of rows, written into the given views of the full arrays."""
+    torch.baddbmm(bias[:, None, :], zc, weight.mT, out=logits)
+    if logits.shape[-1] == 1:
+        torch.sigmoid(logits, out=p)
+        torch.sub(p, y[..., None], out=r)
+    else:
+        torch.softmax(logits, -1, out=p)
+        r.copy_(p).scatter_add_(-1, y[..., None], p.new_full((*y.shape, 1), -1.0))
+    return logits, p, r
 
 
 def with_bias(weight_part: Tensor, bias_part: Tensor) -> Tensor:

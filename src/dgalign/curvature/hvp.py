@@ -25,10 +25,9 @@ from dgalign.curvature._head import (
     Layout,
     apply_s,
     apply_s_vjp,
+    head_rows,
     layout,
     logit_vjp,
-    probs,
-    residual,
     with_bias,
 )
 
@@ -45,10 +44,8 @@ def _first_pass(lay: Layout, rows: int) -> tuple[Tensor, Tensor, Tensor, Tensor]
         gw = z.new_zeros(b, c, d)
         for lo, hi in lay.chunks(e, rows):
             zc = z[:, lo:hi]
-            lc = torch.baddbmm(bias[:, None, :], zc, weight.mT)
-            pc = probs(lc)
-            rc = residual(pc, y[:, lo:hi])
-            logits[:, lo:hi], p_all[:, lo:hi], r_all[:, lo:hi] = lc, pc, rc
+            view = slice(None), slice(lo, hi)
+            _, _, rc = head_rows(zc, weight, bias, y[view], logits[view], p_all[view], r_all[view])
             gw.baddbmm_(rc.mT, zc)
         grads.append(with_bias(gw, r_all[:, start:stop].sum(1)) / (stop - start))
     return logits, p_all, r_all, torch.stack(grads, 1)

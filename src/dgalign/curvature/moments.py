@@ -28,18 +28,20 @@ from torch.autograd.function import once_differentiable
 from dgalign.curvature._head import (
     Layout,
     augmented,
+    head_rows,
     layout,
     logit_vjp,
-    probs,
-    residual,
     with_bias,
 )
 
 SQUARES = ("hessian_diag", "gradient_square")
 
 
-def _square_weights(kind: str, p: Tensor, r: Tensor) -> Tensor:
-    return p * (1 - p) if kind == "hessian_diag" else r * r
+def _square_weights(kind: str, p: Tensor, r: Tensor, out: Tensor) -> Tensor:
+    """U = p (1 - p) = p - p p, or r * r, written into `out`."""
+    if kind == "hessian_diag":
+        return torch.addcmul(p, p, p, value=-1, out=out)
+    return torch.mul(r, r, out=out)
 
 
 def _square_vjp(kind: str, p: Tensor, r: Tensor, du: Tensor) -> Tensor:
@@ -163,7 +165,6 @@ class _Moments(torch.autograd.Function):
         buf = z.new_empty(b, min(rows, n_all), max(width, hsize)) if (square or hessian) else None
         tbuf = z.new_empty(b, min(rows, n_all), width) if hessian and c > 1 else None
         grads, squares, hessians = [], [], []
-        wt = weight.mT
         for e, (start, stop) in enumerate(bounds):
             n = stop - start
             gw = z.new_zeros(b, c, d)
@@ -172,15 +173,13 @@ class _Moments(torch.autograd.Function):
             blocks = z.new_zeros(b, hsize, width) if hessian and c > 1 else None
             for lo, hi in lay.chunks(e, rows):
                 zc = z[:, lo:hi]
-                lc = torch.baddbmm(bias[:, None, :], zc, wt)
-                logits[:, lo:hi] = lc
-                pc = probs(lc)
-                rc = residual(pc, y[:, lo:hi])
-                p_all[:, lo:hi], r_all[:, lo:hi] = pc, rc
+                view = slice(None), slice(lo, hi)
+                _, pc, rc = head_rows(
+                    zc, weight, bias, y[view], logits[view], p_all[view], r_all[view]
+                )
                 gw.baddbmm_(rc.mT, zc)
                 if square:
-                    uc = _square_weights(square, pc, rc)
-                    u_all[:, lo:hi] = uc
+                    uc = _square_weights(square, pc, rc, u_all[view])
                     sq = torch.mul(zc, zc, out=buf[:, : hi - lo, :d])
                     qw.baddbmm_(uc.mT, sq)
                 if hessian and c == 1:
