@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from dgalign.algorithms import get as get_algorithm
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.data.images import PACS, write_fake_dataset
 from dgalign.data.splits import InfiniteLoader, default_num_workers, split_environment
-from dgalign.hparams import default_hparams
 
 
 def _sync(device: torch.device) -> None:

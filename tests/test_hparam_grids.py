@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.errors import ConfigError
 from dgalign.hparam_grids import GRIDS, grid_point, run_hparams
-from dgalign.hparams import default_hparams
 from dgalign.train import RunConfig
 
 

@@ -5,14 +5,9 @@ import re
 import numpy as np
 import pytest
 
+from dgalign.algorithms.spaces import default_hparams, hparam_space, random_hparams, resolve_hparams
 from dgalign.errors import ConfigError
-from dgalign.hparams import (
-    apply_overrides,
-    default_hparams,
-    hparam_space,
-    random_hparams,
-    resolve_hparams,
-)
+from dgalign.hparams import apply_overrides
 from dgalign.utils.seeding import seed_hash
 
 

@@ -22,8 +22,9 @@ import itertools
 import json
 from typing import TYPE_CHECKING, Any
 
+from dgalign.algorithms.spaces import hparam_space, override, resolve_hparams
 from dgalign.errors import ConfigError
-from dgalign.hparams import apply_overrides, check_hparams, hparam_space, resolve_hparams
+from dgalign.hparams import apply_overrides, check_hparams
 
 if TYPE_CHECKING:
     from dgalign.train.config import RunConfig
@@ -75,7 +76,7 @@ def run_hparams(config: RunConfig) -> dict[str, Any]:
         point = grid_point(config.hparams_grid, config.hparams_seed)
         hparams = apply_overrides(resolve_hparams(config.algorithm, config.dataset, 0, 0), point)
     hparams.update(profile_changes(config.defaults, hparams))
-    resolved = apply_overrides(hparams, config.hparams)
+    resolved = override(config.algorithm, config.dataset, hparams, config.hparams)
     return check_hparams(resolved, hparam_space(config.algorithm, config.dataset))
 
 

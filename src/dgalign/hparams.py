@@ -1,22 +1,25 @@
-"""Hyper-parameter registry: defaults and random draws per (algorithm, dataset).
+"""Hyper-parameter declarations: `HParam`, the random rules, the dataset-level entries every
+algorithm shares, and applying `--hparams` overrides.
 
 DomainBed's semantics: every hyper-parameter is drawn from its own `RandomState` seeded by
-`seed_hash(seed, name)`, so adding a hyper-parameter never shifts the draws of the others, and
-hyper-parameters shared with DomainBed get the same draws as DomainBed for the same seed.
-The space is the union of the dataset-level entries below and the algorithm's own `HPARAMS`
-(declared on the algorithm class, next to the code that reads them).
+`seed_hash(seed, name)` (`HParam.draw_name`: a renamed entry keeps its old name's draws), so
+adding a hyper-parameter never shifts the draws of the others, and hyper-parameters shared with
+DomainBed get the same draws as DomainBed for the same seed. Algorithms declare their own
+entries in `HPARAMS`; resolving an algorithm's space by name is `dgalign.algorithms.spaces`
+(this module sits below the algorithms and never imports them).
 
 Every hyper-parameter has a `Domain`: the values that can work (`positive()`, `unit_open()` =
 (0, 1), `integer(1)` = integers >= 1, ...; every number finite). `resolve_hparams` checks the
-resolved configuration against it, so a bad `--hparams` value is one ConfigError before a run
-(or any job of a sweep) starts.
+resolved configuration against it (`check_hparams`), so a bad `--hparams` value is one
+ConfigError before a run (or any job of a sweep) starts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,9 @@ import numpy as np
 from dgalign.errors import ConfigError
 from dgalign.networks.featurizers import BACKBONES
 from dgalign.utils.seeding import seed_hash
+
+LOG = logging.getLogger("dgalign.hparams")
+_NOTICED: set[tuple[str, str]] = set()
 
 SMALL_IMAGES = ("Debug28", "RotatedMNIST", "ColoredMNIST", "Spurious28")
 
@@ -206,7 +212,11 @@ def inferred_domain(default: Any) -> Domain:
 @dataclass(frozen=True)
 class HParam:
     """One hyper-parameter: name, default value, random rule, a one-line meaning and the
-    domain of values that can work (inferred from the default's type when not given)."""
+    domain of values that can work (inferred from the default's type when not given).
+
+    `aliases`: older names still accepted in overrides (with a one-line notice); the random
+    draw is seeded with `draw_name` (default: the first alias, else the name), so renaming an
+    entry keeps its draws."""
 
     name: str
     default: Any
@@ -218,6 +228,21 @@ class HParam:
     def allowed(self) -> Domain:
         """The declared domain, else the one inferred from the default."""
         return self.domain if self.domain is not None else inferred_domain(self.default)
+
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def draw_name(self) -> str:
+        return self.aliases[0] if self.aliases else self.name
+
+    def draw(self, seed: int) -> Any:
+        """This entry's value for hyper-parameter seed `seed` (its own seeded RandomState)."""
+        return self.sampler(np.random.RandomState(seed_hash(seed, self.draw_name)))
+
+
+def alias_map(space: Sequence[HParam]) -> dict[str, str]:
+    """{old name: current name} of a space."""
+    return {old: h.name for h in space for old in h.aliases}
 
 
 B = boolean()
@@ -283,46 +308,6 @@ def base_hparam_space(dataset: str) -> list[HParam]:
     return space
 
 
-def hparam_space(algorithm: str, dataset: str) -> list[HParam]:
-    """Every hyper-parameter of `algorithm` on `dataset`; the algorithm's own entries override
-    dataset-level ones of the same name."""
-    from dgalign import algorithms  # local import: algorithms import this module
-
-    algo_space = algorithms.get(algorithm).hparam_space(dataset)
-    names = {h.name for h in algo_space}
-    return [h for h in base_hparam_space(dataset) if h.name not in names] + list(algo_space)
-
-
-def default_hparams(algorithm: str, dataset: str) -> dict[str, Any]:
-    """The default configuration (DomainBed's hparams seed 0)."""
-    return {h.name: h.default for h in hparam_space(algorithm, dataset)}
-
-
-def random_hparams(algorithm: str, dataset: str, seed: int) -> dict[str, Any]:
-    """A random configuration; each value drawn from `RandomState(seed_hash(seed, name))`."""
-    return {
-        h.name: h.sampler(np.random.RandomState(seed_hash(seed, h.name)))
-        for h in hparam_space(algorithm, dataset)
-    }
-
-
-def resolve_hparams(
-    algorithm: str,
-    dataset: str,
-    hparams_seed: int = 0,
-    trial_seed: int = 0,
-    overrides: str | dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The configuration a run uses: defaults when `hparams_seed == 0`, else a random draw
-    seeded by `seed_hash(hparams_seed, trial_seed)` (as DomainBed), then JSON overrides."""
-    if hparams_seed == 0:
-        hparams = default_hparams(algorithm, dataset)
-    else:
-        hparams = random_hparams(algorithm, dataset, seed_hash(hparams_seed, trial_seed))
-    resolved = apply_overrides(hparams, overrides)
-    return check_hparams(resolved, hparam_space(algorithm, dataset))
-
-
 def check_hparams(hparams: dict[str, Any], space: list[HParam]) -> dict[str, Any]:
     """`hparams` with every value checked against (and coerced to) its entry's domain;
     ConfigError (one line) for the first value outside it. Names without an entry pass."""
@@ -334,13 +319,18 @@ def check_hparams(hparams: dict[str, Any], space: list[HParam]) -> dict[str, Any
 
 
 def apply_overrides(
-    hparams: dict[str, Any], overrides: str | dict[str, Any] | None
+    hparams: dict[str, Any],
+    overrides: str | dict[str, Any] | None,
+    aliases: Mapping[str, str] | None = None,
+    owner: str = "",
 ) -> dict[str, Any]:
     """Return `hparams` updated with `overrides` (a dict or a JSON object string).
 
-    Raises ConfigError for malformed JSON, a non-object, an unknown name, or a value whose
-    type does not match the default's (ints are accepted where floats are expected; numbers
-    must be finite). Ranges are checked by `check_hparams`.
+    Names in `aliases` ({old: new}, e.g. an algorithm's `alias_map`) are applied under their
+    new name, with a one-line notice (once per name and process). Raises ConfigError for
+    malformed JSON, a non-object, an unknown name, or a value whose type does not match the
+    default's (ints are accepted where floats are expected; numbers must be finite). Ranges
+    are checked by `check_hparams`.
     """
     if overrides is None or overrides == "":
         return dict(hparams)
@@ -356,6 +346,7 @@ def apply_overrides(
             raise ConfigError("--hparams is nested too deeply to be hyper-parameters") from None
     if not isinstance(overrides, dict):
         raise ConfigError("--hparams must be a JSON object such as '{\"lr\": 0.001}'")
+    overrides = _rename(overrides, aliases or {}, owner)
     unknown = sorted(set(overrides) - set(hparams))
     if unknown:
         raise ConfigError(
@@ -380,3 +371,27 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, str):
         return Domain("str", "a string").check(name, value)
     return value
+
+
+def _rename(overrides: dict[str, Any], aliases: Mapping[str, str], owner: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in overrides.items():
+        new = aliases.get(name)
+        if new is None:
+            out[name] = value
+            continue
+        if new in overrides:
+            raise ConfigError(
+                f"hyper-parameters {name} and {new} are the same one; give only {new}"
+            )
+        if (owner, name) not in _NOTICED:
+            _NOTICED.add((owner, name))
+            who = f" of {owner}" if owner else ""
+            LOG.warning(
+                "note: hyper-parameter %s%s is now called %s (the old name still works)",
+                name,
+                who,
+                new,
+            )
+        out[new] = value
+    return out

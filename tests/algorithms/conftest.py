@@ -10,8 +10,8 @@ import torch
 
 from dgalign import algorithms
 from dgalign.algorithms import Algorithm
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.data import ColoredMNIST, Spurious28
-from dgalign.hparams import default_hparams
 
 BATCH = 8  # samples per training domain
 

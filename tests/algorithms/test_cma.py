@@ -7,73 +7,93 @@ import math
 
 import pytest
 import torch
-from tests.curvature.helpers import explicit, make_domains, ref_logits
+from tests.curvature.helpers import explicit, make_domains, split_params
 
 from dgalign import algorithms
-from dgalign.algorithms.cma import (
-    cma_gradient_penalty,
-    cma_hessian_penalty,
-    full_hessian_bytes,
-    hessian_gram,
-)
+from dgalign.algorithms.cma import full_hessian_bytes
+from dgalign.algorithms.spaces import default_hparams, random_hparams
 from dgalign.errors import ConfigError
-from dgalign.hparams import default_hparams, random_hparams
 
 MODES = ("full", "gram", "diag")
 
 
 def make_sets(c: int, d: int, ns: tuple[int, ...], seed: int = 0):
-    """Head W [C, d+1] (bias last) and per-domain (z, logits, y), float64, z shifted by 0.5 per
-    domain and requiring grad, logits with a graph to z."""
+    """Head W [C, d+1] (bias last), its weight and bias leaves, per-domain features z_e
+    (shifted by 0.5 per domain) and labels, float64."""
     w, zs, ys = make_domains(c, d, ns, seed, shift=0.5)
-    zs = [z.requires_grad_() for z in zs]
-    return w, zs, [ref_logits(w, z) for z in zs], ys
+    weight, bias = split_params(w)
+    return w, weight, bias, zs, ys
+
+
+def cma_terms(mode, weight, bias, zs, ys, **over):
+    hp = {**default_hparams("CMA", "PACS"), "hessian_mode": mode, **over}
+    z, y = torch.cat(zs), torch.cat(ys)
+    return algorithms.get("CMA").head_penalties(z, weight, bias, y, [len(t) for t in ys], hp)[1]
 
 
 @pytest.mark.parametrize("c", [1, 2, 4])
 def test_full_gram_diag_match_explicit_hessians(c):
-    w, zs, logits, ys = make_sets(c, 3, (5, 7, 4))
-    hs = [explicit(w, z, y)[1] for z, y in zip(zs, ys, strict=True)]
-    h_bar = sum(hs) / 3
+    """normalization none: the terms as written, against explicit autograd Hessians."""
+    w, weight, bias, zs, ys = make_sets(c, 3, (5, 7, 4))
+    per = [explicit(w, z, y) for z, y in zip(zs, ys, strict=True)]
+    hs, gs = [h for _, h in per], [g for g, _ in per]
+    h_bar, g_bar = sum(hs) / 3, sum(gs) / 3
     want = sum((h - h_bar).square().sum() for h in hs) / 3
-    full = cma_hessian_penalty(zs, logits, "full")
-    gram = cma_hessian_penalty(zs, logits, "gram")
-    torch.testing.assert_close(full, want)
-    torch.testing.assert_close(gram, want)
+    want_grad = sum((g - g_bar).square().sum() for g in gs) / 3
     ds = [torch.diagonal(h) for h in hs]
-    d_bar = sum(ds) / 3
-    want_diag = sum((d - d_bar).square().sum() for d in ds) / 3
-    torch.testing.assert_close(cma_hessian_penalty(zs, logits, "diag"), want_diag)
-    gram_matrix = hessian_gram(zs, logits)
-    explicit_gram = torch.stack([torch.stack([(a * b).sum() for b in hs]) for a in hs])
-    torch.testing.assert_close(gram_matrix, explicit_gram)
+    want_diag = sum((dd - sum(ds) / 3).square().sum() for dd in ds) / 3
+    for mode, hess in (("full", want), ("gram", want), ("diag", want_diag)):
+        terms = cma_terms(mode, weight, bias, zs, ys, normalization="none")
+        torch.testing.assert_close(terms["hess_penalty"], hess)
+        torch.testing.assert_close(terms["grad_penalty"], want_grad)
+    summed = cma_terms("full", weight, bias, zs, ys, normalization="none", reduction="sum")
+    torch.testing.assert_close(summed["hess_penalty"], 3 * want)
 
 
-@pytest.mark.parametrize("c", [1, 3])
-def test_full_and_gram_agree_with_gradients_to_features(c):
-    _, zs, logits, _ = make_sets(c, 6, (8, 8), seed=1)
-    g_full = torch.autograd.grad(cma_hessian_penalty(zs, logits, "full"), zs, retain_graph=True)
-    g_gram = torch.autograd.grad(cma_hessian_penalty(zs, logits, "gram"), zs)
-    for a, b in zip(g_full, g_gram, strict=True):
-        torch.testing.assert_close(a, b)
-        assert a.abs().sum() > 0
+def _authors_cma(w, zs, ys, grad_weight, hess_weight, resnet):
+    """The CMA authors' computation as their DomainBed code does it: the head gradient and the
+    Hessian of each domain divided by C, and for a ResNet backbone the weights divided by
+    2048/384 (the Hessian weight by its square)."""
+    c = w.shape[0]
+    per = [explicit(w, z, y) for z, y in zip(zs, ys, strict=True)]
+    gs, hs = [g / c for g, _ in per], [h / c for _, h in per]
+    k = len(per)
+    grad = sum((g - sum(gs) / k).square().sum() for g in gs) / k
+    hess = sum((h - sum(hs) / k).square().sum() for h in hs) / k
+    if resnet:
+        grad_weight, hess_weight = grad_weight / (2048 / 384), hess_weight / (2048 / 384) ** 2
+    return grad_weight * grad + hess_weight * hess
 
 
-@pytest.mark.parametrize("c", [1, 3])
-def test_gradient_penalty_matches_autograd(c):
-    w, zs, logits, ys = make_sets(c, 3, (6, 3), seed=2)
-    gs = [explicit(w, z, y)[0] for z, y in zip(zs, ys, strict=True)]
-    g_bar = sum(gs) / 2
-    want = sum((g - g_bar).square().sum() for g in gs) / 2
-    torch.testing.assert_close(cma_gradient_penalty(zs, logits, ys), want)
+@pytest.mark.parametrize("backbone", ["mlp", "resnet50"])
+def test_authors_normalisation_equals_their_penalty(backbone):
+    """Our weighted CMA penalty with the default normalisation equals the authors' (fixed case:
+    C = 7, three domains), and equals the unnormalised one times 1/C^2 (and, on a ResNet, the
+    weight factors 384/2048 and (384/2048)^2)."""
+    c = 7
+    w, weight, bias, zs, ys = make_sets(c, 3, (6, 5, 4), seed=3)
+    cls = algorithms.get("CMA")
+    hp = {**default_hparams("CMA", "PACS"), "hessian_mode": "full", "backbone": backbone}
+    ours = cma_terms("full", weight, bias, zs, ys, backbone=backbone)
+    weights = cls.term_weights(hp, c)
+    penalty = sum(weights[k] * v for k, v in ours.items())
+    theirs = _authors_cma(w, zs, ys, hp["grad_weight"], hp["hess_weight"], backbone != "mlp")
+    torch.testing.assert_close(penalty, theirs)
+    plain = cma_terms("full", weight, bias, zs, ys, normalization="none")
+    plain_w = cls.term_weights({**hp, "normalization": "none"}, c)
+    r = 384 / 2048 if backbone == "resnet50" else 1.0
+    for k, factor in (("grad_penalty", r / c**2), ("hess_penalty", r**2 / c**2)):
+        torch.testing.assert_close(weights[k] * ours[k], factor * plain_w[k] * plain[k])
 
 
 def test_full_mode_refuses_above_the_budget_before_allocating():
     # One 65 x 5001 head Hessian alone would need 1e11 entries: the check must come first.
-    z = torch.randn(4, 5000)
-    logits = torch.randn(4, 65)
+    weight, bias = torch.randn(65, 5000), torch.randn(65)
+    z = torch.randn(8, 5000)
+    y = torch.randint(0, 65, (8,))
+    hp = {**default_hparams("CMA", "PACS"), "hessian_mode": "full"}
     with pytest.raises(ConfigError, match="hessian_memory_mb") as info:
-        cma_hessian_penalty([z, z], [logits, logits], "full", memory_mb=1024)
+        algorithms.get("CMA").head_penalties(z, weight, bias, y, [4, 4], hp)
     assert "\n" not in str(info.value) and "gram" in str(info.value)
     assert full_hessian_bytes(2, 65, 5000) > 1024 * 2**20
 
@@ -138,8 +158,9 @@ def test_learning_rate_and_defaults_follow_the_authors():
     for dataset in ("RotatedMNIST", "PACS", "OfficeHome"):
         assert default_hparams("CMA", dataset)["lr"] == 5e-5
     hp = default_hparams("CMA", "PACS")
-    assert (hp["grad_alpha"], hp["hess_beta"], hp["hessian_mode"]) == (5000.0, 1000.0, "gram")
+    assert (hp["grad_weight"], hp["hess_weight"], hp["hessian_mode"]) == (5000.0, 1000.0, "gram")
+    assert hp["normalization"] == "authors" and hp["reduction"] == "mean"
     for seed in range(1, 6):
         draw = random_hparams("CMA", "PACS", seed)
-        assert 10 <= draw["grad_alpha"] <= 1e4 and 10 <= draw["hess_beta"] <= 1e4
+        assert 10 <= draw["grad_weight"] <= 1e4 and 10 <= draw["hess_weight"] <= 1e4
         assert 100 <= draw["penalty_anneal_iters"] <= 10**4

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dgalign import algorithms
-from dgalign.hparams import default_hparams, random_hparams
+from dgalign.algorithms.spaces import default_hparams, random_hparams
 
 NAMES = algorithms.names()
 DATASETS = ("Spurious28", "ColoredMNIST")

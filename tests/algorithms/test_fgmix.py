@@ -21,9 +21,9 @@ from dgalign.algorithms.fgmix_policy import (
     plan_mixes,
     scale_shift,
 )
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.data import ColoredMNIST, RotatedMNIST
 from dgalign.errors import ConfigError
-from dgalign.hparams import default_hparams
 
 
 def _mask(m: int = 6, k: int = 4) -> torch.Tensor:

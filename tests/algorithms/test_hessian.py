@@ -5,40 +5,31 @@ expected-probes closed form against Monte Carlo, gradients to the featurizer, an
 from __future__ import annotations
 
 import io
+import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 from tests.curvature.helpers import explicit, make_domains, split_params
 
 from dgalign import algorithms
-from dgalign.algorithms.hessian import (
-    alignment_penalties,
-    exact_diag_terms,
-    hgp_terms,
-    hutchinson_terms,
-    probe_variance,
-)
+from dgalign.algorithms.hessian import alignment_form
+from dgalign.algorithms.spaces import default_hparams, random_hparams, resolve_hparams
+from dgalign.curvature import penalties
+from dgalign.curvature.penalties import Form
 from dgalign.errors import ConfigError
-from dgalign.hparams import default_hparams, random_hparams
 
 NAMES = ("HGP", "Hutchinson", "HessianDiag")
+F64 = torch.float64
 
 
 def make_head(c: int, d: int, ns: tuple[int, ...], seed: int = 0):
-    """Head matrix W [C, d+1] (bias last), per-domain features (shifted by 0.4 per domain) and
-    labels; float64."""
-    return make_domains(c, d, ns, seed, shift=0.4)
-
-
-def logits_of(params, zs):
-    return [z @ params[0].T + params[1] for z in zs]
-
-
-def to_wb(v: torch.Tensor, c: int) -> torch.Tensor:
-    """A row-major [C, d+1] vector in the (weight, bias) flattening of the autograd terms."""
-    m = v.reshape(c, -1)
-    return torch.cat([m[:, :-1].reshape(-1), m[:, -1]])
+    """Weight [C, d], bias [C] (leaves), pooled features (shifted by 0.4 per domain, requiring
+    grad) and labels; float64."""
+    w, zs, ys = make_domains(c, d, ns, seed, shift=0.4)
+    weight, bias = split_params(w)
+    return weight, bias, torch.cat(zs).requires_grad_(), torch.cat(ys), list(ns)
 
 
 def explicit_penalties(w, zs, ys, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,36 +46,29 @@ def explicit_penalties(w, zs, ys, kind: str) -> tuple[torch.Tensor, torch.Tensor
 
 
 @pytest.mark.parametrize("c", [1, 3])
-@pytest.mark.parametrize(("kind", "seed"), [("hgp", 0), ("diag", 1)])
-def test_terms_and_penalties_match_explicit_hessians(c, kind, seed):
-    """Per-domain HGP terms (H_e g_e and g_e) or exact Hessian diagonals, and both alignment
-    penalties, equal those from explicit autograd Hessians."""
-    w, zs, ys = make_head(c, 4, (6, 9), seed=seed)
-    params = split_params(w)
-    logits = logits_of(params, zs)
-    if kind == "hgp":
-        terms = hgp_terms(params, logits, ys, detach_mean=True)
-        for z, y, t, g in zip(zs, ys, terms.hess, terms.grad, strict=True):
-            grad, hess = explicit(w, z, y)
-            torch.testing.assert_close(g, to_wb(grad, c))
-            torch.testing.assert_close(t, to_wb(hess @ grad, c))
-    else:
-        terms = exact_diag_terms(zs, logits, ys, detach_mean=True)
-        for z, y, t in zip(zs, ys, terms.hess, strict=True):
-            torch.testing.assert_close(t.reshape(-1), torch.diagonal(explicit(w, z, y)[1]))
-    got = alignment_penalties(terms)
+@pytest.mark.parametrize(("name", "kind"), [("HGP", "hgp"), ("HessianDiag", "diag")])
+def test_default_penalties_match_explicit_hessians(c, name, kind):
+    """DomainBed's form (pooled mean, detached, mean over domains) against explicit Hessians."""
+    w, zs, ys = make_domains(c, 4, (6, 9), 1, shift=0.4)
+    weight, bias = split_params(w)
+    hp = default_hparams(name, "PACS")
+    _, terms = algorithms.get(name).head_penalties(
+        torch.cat(zs), weight, bias, torch.cat(ys), [6, 9], hp
+    )
     want = explicit_penalties(w, zs, ys, kind)
-    torch.testing.assert_close(got["hess_penalty"], want[0])
-    torch.testing.assert_close(got["grad_penalty"], want[1])
+    torch.testing.assert_close(terms["hess_penalty"], want[0])
+    torch.testing.assert_close(terms["grad_penalty"], want[1])
 
 
 @pytest.mark.parametrize("c", [1, 3])
 def test_hutchinson_with_many_probes_approaches_the_exact_diagonal(c):
-    w, zs, ys = make_head(c, 3, (8, 8), seed=2)
-    params = split_params(w)
+    w, zs, ys = make_domains(c, 3, (8, 8), 2, shift=0.4)
+    weight, bias = split_params(w)
+    hp = {**default_hparams("Hutchinson", "PACS"), "n_probes": 20000}
     torch.manual_seed(0)
-    terms = hutchinson_terms(params, logits_of(params, zs), ys, 20000, detach_mean=True)
-    got = alignment_penalties(terms)
+    _, got = algorithms.get("Hutchinson").head_penalties(
+        torch.cat(zs), weight, bias, torch.cat(ys), [8, 8], hp
+    )
     want = explicit_penalties(w, zs, ys, "diag")
     torch.testing.assert_close(got["grad_penalty"], want[1])
     assert abs(got["hess_penalty"] - want[0]) < 0.05 * want[0] + 1e-4
@@ -97,40 +81,49 @@ def test_expected_probes_is_the_mean_of_hutchinson_penalty(c, share, detach):
     """Value and gradient (w.r.t. the features) of HessianDiag's m-probe closed form equal the
     Monte Carlo means of Hutchinson's penalty with m probes (within 4.5 standard errors)."""
     m, reps = 2, 400
-    w, zs, ys = make_head(c, 2, (5, 7), seed=3)
-    zs = [z.requires_grad_() for z in zs]
-    params = split_params(w)
-    logits = logits_of(params, zs)
+    weight, bias, z, y, ns = make_head(c, 2, (5, 7), seed=3)
+    form = Form("pooled", detach, "mean")
     torch.manual_seed(1)
     values, grads = [], []
     for _ in range(reps):
-        terms = hutchinson_terms(params, logits, ys, m, detach_mean=detach, share_probes=share)
-        pen = alignment_penalties(terms)["hess_penalty"]
-        values.append(pen.detach())
-        grads.append(
-            torch.cat([g.reshape(-1) for g in torch.autograd.grad(pen, zs, retain_graph=True)])
-        )
-    exact = alignment_penalties(exact_diag_terms(zs, logits, ys, detach))["hess_penalty"]
-    closed = exact + probe_variance(zs, logits, m, detach, share)
-    closed_grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(closed, zs)])
+        _, terms = penalties.hutchinson_alignment(z, weight, bias, y, ns, form, m, share)
+        values.append(terms["hess_penalty"].detach())
+        grads.append(torch.autograd.grad(terms["hess_penalty"], z)[0].reshape(-1))
+    _, closed = penalties.expected_probe_variance(z, weight, bias, y, ns, m, form, share)
+    total = closed["hess_penalty"] + closed["probe_variance"]
+    closed_grad = torch.autograd.grad(total, z)[0].reshape(-1)
     values, grads = torch.stack(values), torch.stack(grads)
-    assert abs(values.mean() - closed) < 4.5 * values.std() / math.sqrt(reps)
+    assert abs(values.mean() - total) < 4.5 * values.std() / math.sqrt(reps)
     err = (grads.mean(0) - closed_grad).abs()
     assert (err < 4.5 * grads.std(0) / math.sqrt(reps) + 1e-12).all()
 
 
-def test_probe_variance_with_independent_probes_is_the_offdiagonal_mass():
-    """Independent probes: red_e (1/m) (||off H_e||^2 + ||off Hbar||^2), from explicit H."""
-    w, zs, ys = make_head(3, 3, (4, 6), seed=4)
-    logits = logits_of(split_params(w), zs)
-
-    def off(h):
-        return h.square().sum() - torch.diagonal(h).square().sum()
-
-    h_bar = explicit(w, torch.cat(zs), torch.cat(ys))[1]
-    per = [off(explicit(w, z, y)[1]) + off(h_bar) for z, y in zip(zs, ys, strict=True)]
-    got = probe_variance(zs, logits, 7, reduction="sum")
-    torch.testing.assert_close(got, sum(per) / 7)
+@pytest.mark.parametrize("name", ["HGP", "Hutchinson"])
+def test_nonlinear_head_path_equals_the_closed_form_on_a_linear_head(tiny, tiny_data, name):
+    """The autograd fallback (any head) and the closed form agree on the same linear head:
+    exactly for HGP; for Hutchinson (independent probe draws) both have the expectation of
+    HessianDiag with expected probes (means of 16 draws within 4.5 standard errors)."""
+    over = {"n_probes": 50} if name == "Hutchinson" else {}
+    for form in ({}, {"detach_mean": False, "mean_term": "envs", "reduction": "sum"}):
+        algorithm = tiny(name, **over, **form)
+        x = [xb for xb, _ in tiny_data()]
+        y = torch.cat([yb for _, yb in tiny_data()])
+        z = algorithm.featurizer(torch.cat(x))
+        _, fast = algorithm.penalties(z, y, [8, 8])
+        _, slow = algorithm.nonlinear_penalties(z, y, [8, 8])
+        torch.testing.assert_close(fast["grad_penalty"], slow["grad_penalty"])
+        if name == "HGP":
+            torch.testing.assert_close(fast["hess_penalty"], slow["hess_penalty"])
+            continue
+        head = algorithm.classifier
+        form_ = alignment_form(algorithm.hparams)
+        _, e = penalties.expected_probe_variance(z, head.weight, head.bias, y, [8, 8], 50, form_)
+        expected = float((e["hess_penalty"] + e["probe_variance"]).detach())
+        for fn in (algorithm.penalties, algorithm.nonlinear_penalties):
+            draws = torch.tensor(
+                [float(fn(z, y, [8, 8])[1]["hess_penalty"].detach()) for _ in range(16)]
+            )
+            assert abs(float(draws.mean()) - expected) < 4.5 * float(draws.std()) / 4
 
 
 @pytest.mark.parametrize(
@@ -237,21 +230,43 @@ def test_resume_through_a_weights_only_checkpoint_is_exact(tiny, tiny_data, name
 
 def test_hyperparameters_and_their_sources():
     hgp = default_hparams("HGP", "PACS")
-    assert (hgp["alpha"], hgp["beta"], hgp["penalty_anneal_iters"]) == (1e-4, 5e-3, 0)
+    assert (hgp["hess_weight"], hgp["grad_weight"], hgp["penalty_anneal_iters"]) == (1e-4, 5e-3, 0)
     hut = default_hparams("Hutchinson", "PACS")
     assert hut["n_probes"] == 300 and hut["detach_mean"] and hut["reduction"] == "mean"
-    assert 10 <= hut["alpha"] <= 1e4 and 1e2 <= hut["beta"] <= 1e6
+    assert hut["mean_term"] == "pooled"
+    assert 10 <= hut["hess_weight"] <= 1e4 and 1e2 <= hut["grad_weight"] <= 1e6
     assert default_hparams("HessianDiag", "PACS")["expected_probes"] == 0
     for seed in range(1, 6):
         draw = random_hparams("Hutchinson", "PACS", seed)
-        assert 10 <= draw["alpha"] <= 1e4 and 1e2 <= draw["beta"] <= 1e6
+        assert 10 <= draw["hess_weight"] <= 1e4 and 1e2 <= draw["grad_weight"] <= 1e6
         draw = random_hparams("HGP", "PACS", seed)
-        assert 1e-5 <= draw["alpha"] <= 1e-3 and 1e-3 <= draw["beta"] <= 1e-1
+        assert 1e-5 <= draw["hess_weight"] <= 1e-3 and 1e-3 <= draw["grad_weight"] <= 1e-1
     assert "paper" in algorithms.get("Hutchinson").__doc__
+
+
+def test_renamed_weights_keep_their_draws_and_old_names(caplog):
+    """hess_weight / grad_weight are drawn as alpha / beta were (same seeded RandomState), and
+    the old names still work in --hparams with a one-line notice."""
+    from dgalign.utils.seeding import seed_hash
+
+    draw = random_hparams("HGP", "PACS", 3)
+    rng = np.random.RandomState(seed_hash(3, "alpha"))
+    assert draw["hess_weight"] == pytest.approx(10 ** rng.uniform(-5, -3))
+    with caplog.at_level(logging.WARNING, logger="dgalign"):
+        hp = resolve_hparams("HessianDiag", "PACS", overrides='{"alpha": 2.0, "beta": 3.0}')
+    assert (hp["hess_weight"], hp["grad_weight"]) == (2.0, 3.0)
+    assert "alpha" not in hp and "beta" not in hp
+    notes = [r.getMessage() for r in caplog.records if "now called" in r.getMessage()]
+    assert any("alpha" in n and "hess_weight" in n for n in notes)
+    assert all("\n" not in n for n in notes)
+    with pytest.raises(ConfigError, match="same one"):
+        resolve_hparams("HGP", "PACS", overrides='{"alpha": 2.0, "hess_weight": 3.0}')
 
 
 def test_bad_options_raise_config_errors(tiny):
     with pytest.raises(ConfigError, match="reduction"):
         tiny("HGP", reduction="max")
+    with pytest.raises(ConfigError, match="mean_term"):
+        tiny("Hutchinson", mean_term="median")
     with pytest.raises(ConfigError, match="linear head"):
         tiny("HessianDiag", nonlinear_classifier=True)

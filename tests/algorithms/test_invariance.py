@@ -5,7 +5,12 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from dgalign.algorithms.invariance import irm_penalty
+from dgalign.curvature.risk import irm_penalty as _irm
+
+
+def irm_penalty(logits, y):
+    """IRM's DomainBed form on one domain."""
+    return _irm(logits, y, [len(y)])
 
 
 def _scale_gradient(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -73,6 +78,32 @@ def test_irm_update_weights_and_anneals(tiny, tiny_data):
     assert algorithm.optimizer is not first_optimizer  # Adam re-created at the switch
     torch.testing.assert_close(logs["loss"], logs["nll"] + 100.0 * logs["penalty"])
     assert int(algorithm.update_count) == 2
+
+
+def test_script_forms_of_irm_and_vrex(tiny, tiny_data):
+    """penalty_form squared: (1/E) sum_e g_e^2; squared_difference: (R_0 - R_1)^2."""
+    data = tiny_data()
+    algorithm = tiny("IRM", irm_penalty_anneal_iters=0, irm_lambda=3.0, penalty_form="squared")
+    logits = [copy.deepcopy(algorithm.network)(x) for x, _ in data]
+    grads = [_irm(lg, y, [len(y)], "squared") for lg, (_, y) in zip(logits, data, strict=True)]
+    logs = algorithm.update(data)
+    torch.testing.assert_close(logs["penalty"], (sum(grads) / 2).item())
+    algorithm = tiny("VREx", vrex_penalty_anneal_iters=0, penalty_form="squared_difference")
+    risks = [F.cross_entropy(algorithm.predict(x), y) for x, y in data]
+    logs = algorithm.update(data)
+    torch.testing.assert_close(logs["penalty"], (risks[0] - risks[1]).square().item())
+
+
+def test_bad_penalty_forms_are_config_errors(tiny):
+    from dgalign.errors import ConfigError
+
+    for name in ("IRM", "VREx", "Fishr"):
+        try:
+            tiny(name, penalty_form="cubed")
+        except ConfigError as exc:
+            assert "penalty_form" in str(exc)
+        else:
+            raise AssertionError(name)
 
 
 def test_vrex_penalty_is_the_variance_of_domain_risks(tiny, tiny_data):

@@ -6,7 +6,7 @@ from torch import autograd
 from torch.func import functional_call
 
 from dgalign import algorithms
-from dgalign.hparams import default_hparams
+from dgalign.algorithms.spaces import default_hparams
 
 
 def test_mldg_meta_gradient_matches_the_formula(tiny, tiny_data):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dgalign.hparams import default_hparams, random_hparams
+from dgalign.algorithms.spaces import default_hparams, random_hparams
 from dgalign.utils.seeding import seed_hash
 
 # DomainBed's hparams_registry defaults (each algorithm's own entries).

@@ -8,8 +8,9 @@ import random
 import time
 
 from dgalign import algorithms
+from dgalign.algorithms.spaces import hparam_space
 from dgalign.cli import main
-from dgalign.hparams import Domain, hparam_space
+from dgalign.hparams import Domain
 
 N_CASES = 200
 BUDGET_S = 30.0

@@ -25,7 +25,7 @@ def test_bad_reproduce_input_is_one_line(tmp_path, capsys, monkeypatch, extra, m
     def no_data(_):
         raise AssertionError("data must not be loaded for bad input")
 
-    monkeypatch.setattr("dgalign.experiments.cmnist_run.load_mnist_train", no_data)
+    monkeypatch.setattr("dgalign.experiments.cmnist_data.load_mnist_train", no_data)
     argv = ["reproduce", "cmnist", "--quick", "--output-dir", str(tmp_path / "r"), *extra]
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()

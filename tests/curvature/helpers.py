@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.functional import hessian, jacobian
 
-from dgalign.algorithms.hessian import head_loss
+from dgalign.curvature.risk import mean_loss as head_loss
 
 CS = (1, 2, 7)  # numbers of logits: one (binary cross-entropy), two, several
 DS = (1, 5, 16)  # feature widths

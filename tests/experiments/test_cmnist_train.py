@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dgalign.experiments.cmnist_model import init_restart
-from dgalign.experiments.cmnist_penalties import ABLATIONS, METHODS
+from dgalign.experiments.cmnist_rows import ABLATIONS, METHODS
 from dgalign.experiments.cmnist_train import QUICK, Protocol, train_restarts
 
 from .conftest import synthetic_restart

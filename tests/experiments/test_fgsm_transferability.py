@@ -9,8 +9,7 @@ from torch import nn
 from dgalign.analysis.transferability import attack_head, project_
 from dgalign.cli import main
 from dgalign.experiments import cmnist_model as M
-from dgalign.experiments.cmnist_penalties import bce
-from dgalign.experiments.cmnist_train import accuracy
+from dgalign.experiments.cmnist_model import bce, sign_accuracy
 from dgalign.experiments.fgsm import fgsm_accuracy, fgsm_perturb
 from dgalign.train import RunConfig, run_training
 
@@ -39,7 +38,7 @@ def test_batched_fgsm_equals_per_model_fgsm():
     batched = fgsm_accuracy(
         lambda inp: M.head(params, M.features(params, inp)),
         lambda lg, t: bce(lg, t).sum(),
-        accuracy,
+        sign_accuracy,
         x,
         y,
         eps,
@@ -49,7 +48,7 @@ def test_batched_fgsm_equals_per_model_fgsm():
         solo = fgsm_accuracy(
             model,
             lambda lg, t: nn.functional.binary_cross_entropy_with_logits(lg[:, 0], t),
-            lambda lg, t: accuracy(lg[None], t[None])[0],
+            lambda lg, t: sign_accuracy(lg[None], t[None])[0],
             x[k],
             y[k],
             eps,
@@ -57,7 +56,7 @@ def test_batched_fgsm_equals_per_model_fgsm():
         for e in eps:
             assert float(batched[e][k]) == pytest.approx(float(solo[e]))
     assert float(batched[0.0].mean()) == pytest.approx(
-        float(accuracy(M.head(params, M.features(params, x)), y).mean())
+        float(sign_accuracy(M.head(params, M.features(params, x)), y).mean())
     )
 
 

@@ -8,7 +8,7 @@ import torch
 from dgalign.cli import build_parser, main
 from dgalign.cli.reproduce_cmd import config_from_args
 from dgalign.errors import RunDirError
-from dgalign.experiments import cmnist_run
+from dgalign.experiments import cmnist_data, cmnist_run
 from dgalign.experiments.cmnist_data import DataConfig
 from dgalign.experiments.cmnist_run import ReproduceConfig, run_reproduction
 from dgalign.experiments.cmnist_train import Protocol
@@ -19,7 +19,7 @@ from .conftest import synthetic_mnist
 @pytest.fixture
 def fake_mnist(monkeypatch):
     images, digits = synthetic_mnist(50300)  # a 300-image test env keeps the test fast
-    monkeypatch.setattr(cmnist_run, "load_mnist_train", lambda data_dir: (images, digits))
+    monkeypatch.setattr(cmnist_data, "load_mnist_train", lambda data_dir: (images, digits))
 
 
 def _config(tmp_path, **kw):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.errors import ConfigError, DataError
-from dgalign.hparams import default_hparams
 from dgalign.networks import build_featurizer
 from dgalign.networks.backbones import ResNetFeaturizer
 from dgalign.networks.mixstyle import MixStyle, MixStyleFeaturizer

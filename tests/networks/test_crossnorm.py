@@ -3,7 +3,7 @@ active CrossNorm layer."""
 
 import torch
 
-from dgalign.hparams import default_hparams
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.networks import build_featurizer
 from dgalign.networks import crossnorm as cn
 from dgalign.networks.crossnorm import CNSNFeaturizer, SelfNorm, channel_stats, crossnorm

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.errors import ConfigError, DataError
-from dgalign.hparams import default_hparams
 from dgalign.networks import build_featurizer
 
 timm = pytest.importorskip("timm", reason="the timm backbones need timm (dev extra)")

@@ -11,7 +11,7 @@ import pytest
 from tests.experiments.conftest import synthetic_mnist
 
 from dgalign.cli import main
-from dgalign.experiments import cmnist_run
+from dgalign.experiments import cmnist_data
 from dgalign.experiments.cmnist_data import DataConfig
 from dgalign.experiments.cmnist_run import ReproduceConfig, run_reproduction
 from dgalign.experiments.cmnist_train import Protocol
@@ -119,7 +119,7 @@ def test_html_options_errors(golden_sweep, capsys, tmp_path):
 @pytest.fixture
 def reproduction(tmp_path, monkeypatch):
     images, digits = synthetic_mnist(50300)
-    monkeypatch.setattr(cmnist_run, "load_mnist_train", lambda data_dir: (images, digits))
+    monkeypatch.setattr(cmnist_data, "load_mnist_train", lambda data_dir: (images, digits))
     config = ReproduceConfig(
         output_dir=str(tmp_path / "repro"),
         methods=["ERM", "HGP"],

@@ -192,7 +192,7 @@ def test_top_hparams_of_the_average(swa_sweep):
 
 
 def test_plots_have_the_swa_algorithm(swa_sweep, swa_accuracies, tmp_path, monkeypatch, capsys):
-    real = plots_module._pyplot()
+    real = plots_module.pyplot()
     figures = {}
 
     class Recorder:
@@ -204,7 +204,7 @@ def test_plots_have_the_swa_algorithm(swa_sweep, swa_accuracies, tmp_path, monke
         def close(self, fig):
             figures[fig.axes[0].get_title()] = fig
 
-    monkeypatch.setattr(plots_module, "_pyplot", Recorder)
+    monkeypatch.setattr(plots_module, "pyplot", Recorder)
     plot_dir = tmp_path / "plots"
     try:
         assert main(["report", str(swa_sweep), "--plots", "--plot-dir", str(plot_dir)]) == 0

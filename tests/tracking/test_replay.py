@@ -9,7 +9,7 @@ from tests.tracking.conftest import FAST
 from tests.tracking.readers import mlflow_runs, mlflow_scalars, tensorboard_scalars
 
 from dgalign.cli import main
-from dgalign.experiments import cmnist_run
+from dgalign.experiments import cmnist_data
 from dgalign.experiments.cmnist_data import DataConfig
 from dgalign.experiments.cmnist_run import ReproduceConfig, run_reproduction
 from dgalign.experiments.cmnist_train import Protocol
@@ -148,7 +148,7 @@ def test_sweep_jobs_log_to_the_trackers(tmp_path, tracker_env):
 
 def test_reproduce_logs_each_restart_and_export_adds_nothing(tmp_path, tracker_env, monkeypatch):
     images, digits = synthetic_mnist(50300)
-    monkeypatch.setattr(cmnist_run, "load_mnist_train", lambda data_dir: (images, digits))
+    monkeypatch.setattr(cmnist_data, "load_mnist_train", lambda data_dir: (images, digits))
     config = ReproduceConfig(
         output_dir=str(tmp_path / "repro"),
         methods=["ERM", "IRM"],

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dgalign.algorithms.erm import ERM
+from dgalign.algorithms.spaces import default_hparams
 from dgalign.curvature import head_gradient, head_hessian
-from dgalign.hparams import default_hparams
 from dgalign.train.diagnostics import curvature_diagnostics
 
 

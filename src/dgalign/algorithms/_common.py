@@ -1,5 +1,6 @@
 """Helpers shared by the algorithm families: batching, domain pairs, Beta draws, per-domain
-gradients, and the annealed-penalty base class (IRM, V-REx, Fishr).
+gradients, and the penalised-objective base class (IRM, V-REx, Fishr, the Hessian and moment
+alignments).
 
 Every random draw here uses the torch generator, so an algorithm's step is reproduced exactly
 from the torch RNG state alone (DomainBed draws Beta variables with NumPy; the distribution is
@@ -8,14 +9,15 @@ the same).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import autograd
 
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.schedule import PenaltySchedule
+from dgalign.curvature.risk import domain_mean_losses
 
 Pair = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -32,8 +34,8 @@ def sizes(minibatches: Minibatches) -> list[int]:
 
 def domain_losses(logits: torch.Tensor, minibatches: Minibatches) -> list[torch.Tensor]:
     """Mean cross-entropy of each domain, from the logits of the concatenated batch."""
-    parts = logits.split(sizes(minibatches))
-    return [F.cross_entropy(lg, y) for lg, (_, y) in zip(parts, minibatches, strict=True)]
+    labels = torch.cat([y for _, y in minibatches])
+    return list(domain_mean_losses(logits, labels, sizes(minibatches)).unbind(-1))
 
 
 def random_pairs(minibatches: Minibatches) -> list[Pair]:
@@ -71,11 +73,6 @@ def domain_gradients(
     return grads
 
 
-def flatten(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Concatenate tensors into one vector."""
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
 def set_gradients(params: Sequence[torch.Tensor], vector: torch.Tensor) -> None:
     """Write the flat `vector` into the `.grad` of `params` (in order)."""
     offset = 0
@@ -86,10 +83,17 @@ def set_gradients(params: Sequence[torch.Tensor], vector: torch.Tensor) -> None:
 
 
 class AnnealedPenalty(FeaturizerClassifier):
-    """A featurizer-classifier whose penalty weight switches from `before` to its final value
-    once `update_count` reaches the annealing step; Adam is re-created at the switch (it does
-    not like the jump in gradient magnitude). `update_count` is a buffer, so checkpoints keep it.
+    """A featurizer-classifier trained on base + w_t * penalty under a `PenaltySchedule`
+    (`penalty_schedule(hparams)`); the optimizer is re-created where the schedule says so.
+    `update_count` is a buffer, so checkpoints keep it.
+
+    The penalty is sum_k weight_k term_k: `head_penalties(z, weight, bias, y, sizes, hparams)`
+    (a classmethod on a linear head's features, so a reproduction can run the same penalty on
+    its own model) returns the logits and the unweighted terms, and `TERM_WEIGHTS` maps each
+    term to the hyper-parameter that weighs it (None: weight 1, the schedule carries it).
     """
+
+    TERM_WEIGHTS: ClassVar[dict[str, str | None]] = {"penalty": None}
 
     def __init__(
         self,
@@ -101,12 +105,45 @@ class AnnealedPenalty(FeaturizerClassifier):
         super().__init__(input_shape, num_classes, num_domains, hparams)
         self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
 
-    def penalty_weight(self, anneal_iters: int, weight: float, before: float) -> float:
-        """The weight for this step; re-creates the optimizer on the switching step."""
+    @classmethod
+    def penalty_schedule(cls, hparams: dict[str, Any]) -> PenaltySchedule:
+        """The schedule of the penalty weight w_t."""
+        raise NotImplementedError
+
+    @classmethod
+    def head_penalties(
+        cls,
+        z: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        y: torch.Tensor,
+        counts: Sequence[int],
+        hparams: dict[str, Any],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits [..., N, C] of the linear head (weight [..., C, d], bias [..., C]) on
+        features z [..., N, d] of the domains (`counts` rows each) and the unweighted penalty
+        terms [...]; leading dims are restarts trained together."""
+        raise NotImplementedError
+
+    @classmethod
+    def term_weights(cls, hparams: dict[str, Any], num_classes: int) -> dict[str, float]:
+        """The weight of each penalty term."""
+        return {k: 1.0 if h is None else float(hparams[h]) for k, h in cls.TERM_WEIGHTS.items()}
+
+    def weighted_penalty(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """sum_k weight_k term_k (None without terms)."""
+        if not terms:
+            return None
+        weights = self.term_weights(self.hparams, self.num_classes)
+        return sum(weights[k] * v for k, v in terms.items())
+
+    def schedule_weight(self) -> float:
+        """w_t for this step; re-creates the optimizer where the schedule switches."""
         step = int(self.update_count)
-        if step == int(anneal_iters) and anneal_iters > 0:
+        schedule = self.penalty_schedule(self.hparams)
+        if schedule.resets_at(step):
             self.optimizer = self.make_optimizer()
-        return float(weight) if step >= int(anneal_iters) else float(before)
+        return schedule.weight(step)
 
     def step(self, objective: torch.Tensor) -> None:
         """One optimizer step on `objective`, then count it."""

@@ -29,8 +29,9 @@ from torch import Tensor, nn
 
 from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, sizes
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
-from dgalign.algorithms.invariance import annealed_hparams, irm_penalty
+from dgalign.algorithms.invariance import annealed_hparams
 from dgalign.algorithms.registry import register
+from dgalign.curvature.risk import irm_penalty
 from dgalign.hparams import HParam, boolean, choice, const, nonnegative, positive
 
 BASE_TEMPERATURE = 0.07
@@ -59,7 +60,7 @@ class _Bottleneck(AnnealedPenalty):
             switches.append(irm_iters)
         if step in switches:  # DomainBed resets Adam at either switch (even at step 0)
             self.optimizer = self.make_optimizer()
-        all_x, _ = concat(minibatches)
+        all_x, all_y = concat(minibatches)
         z = self.featurizer(all_x)
         logits = self.classifier(z)
         nll = torch.stack(domain_losses(logits, minibatches)).mean()
@@ -67,10 +68,7 @@ class _Bottleneck(AnnealedPenalty):
         loss = nll + ib_weight * ib
         logs = {"nll": nll.item(), "IB_penalty": ib.item()}
         if self.USE_IRM:
-            parts = logits.split(sizes(minibatches))
-            irm = torch.stack(
-                [irm_penalty(lg, y) for lg, (_, y) in zip(parts, minibatches, strict=True)]
-            ).mean()
+            irm = irm_penalty(logits, all_y, sizes(minibatches))
             loss = loss + irm_weight * irm
             logs["IRM_penalty"] = irm.item()
         self.step(loss)

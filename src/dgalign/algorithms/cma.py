@@ -1,36 +1,43 @@
-"""CMA: closed-form moment alignment of head gradients and Hessians (docs/protocols.md section 3).
+"""CMA: closed-form moment alignment of head gradients and Hessians.
 
 Linear head with the bias folded in as a constant feature (our curvature functions put the 1
 last, z~ = [z, 1]; every norm below is the same). For K domains with n_e samples each:
     G_e = (P - Y)^T Z~ / n_e,      H_e = (1/n_e) sum_i S_i (x) z~_i z~_i^T,
     S_i = diag(p_i) - p_i p_i^T  (p_i (1 - p_i) for a one-logit sigmoid head),
-    penalty = grad_alpha (1/K) sum_e ||G_e - Gbar||^2 + hess_beta (1/K) sum_e ||H_e - Hbar||_F^2
-with Gbar, Hbar the plain means over the K domains and nothing detached; the objective is the
+    penalty = grad_weight red_e ||G_e - Gbar||^2 + hess_weight red_e ||H_e - Hbar||_F^2
+with Gbar, Hbar the plain means over the K domains, nothing detached, red = (1/K) sum_e
+(`reduction` "mean", the authors'; "sum" for the Colored MNIST rows); the objective is the
 pooled mean loss plus the penalty, which is 0 for `penalty_anneal_iters` steps (Adam is
-re-created when it switches on). The Hessian term has three evaluations (`hessian_mode`):
+re-created when it switches on).
+
+`normalization` "authors" (default) follows the CMA authors' DomainBed code, whose default
+weights (5000, 1000) and ranges 10^U(1, 4) assume it: their code divides the head gradient and
+the Hessian by C, so both terms are divided by C^2 here, and with a ResNet backbone (resnet18,
+resnet50) it further divides the gradient weight by 2048/384 and the Hessian weight by
+(2048/384)^2. "none" uses the terms and weights as written above.
+
+The Hessian term has these evaluations (`hessian_mode`, dispatched through
+`curvature.penalties.CMA_MODES`, where new modes are added):
     full  builds every H_e, [C(d+1)]^2 entries each (the paper's "speed" mode); refused with a
           ConfigError, before anything is allocated, when about (2K + 3) Hessian-sized tensors
-          (the K Hessians, the K differences kept for backward, the mean and the construction
-          temporaries) would exceed `hessian_memory_mb`;
-    gram  (the paper's "memory" mode) with the K x K Gram matrix M_ef = <H_e, H_f>_F,
-              sum_e ||H_e - Hbar||^2 = sum_e M_ee - 2 sum_e <H_e, Hbar> + K <Hbar, Hbar>
-                                     = tr M - (1/K) 1^T M 1,
-          each M_ef from `head_hessian_inner` (O(n_e n_f (C + d)) time, O(n_e n_f) memory): equal
-          to `full` for any C and d, without ever building a Hessian;
-    diag  aligns only the diagonals: (1/K) sum_e ||diag H_e - mean_f diag H_f||^2.
+          (per restart) would exceed `hessian_memory_mb`;
+    gram  (the paper's "memory" mode) from quadratic forms of the per-sample terms,
+              ||H_e - Hbar||^2 = sum_{i,j} w_i w_j tr(S_i S_j) (z~_i . z~_j)^2,
+          (`curvature.forms`: O(n^2 (C + d)) time, O(n) memory per block row): equal to `full`
+          for any C and d, without ever building a Hessian;
+    diag  aligns only the diagonals: red_e ||diag H_e - mean_f diag H_f||^2.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from dgalign.algorithms.hessian import HeadAlignment, Penalties
+from dgalign.algorithms.hessian import HeadAlignment, Terms
 from dgalign.algorithms.registry import register
-from dgalign.curvature import head_gradient, head_hessian, head_hessian_diag, head_hessian_inner
+from dgalign.curvature import penalties as closed
 from dgalign.errors import ConfigError
 from dgalign.hparams import (
     LEARNING_RATE,
@@ -44,7 +51,11 @@ from dgalign.hparams import (
     one_of,
 )
 
-HESSIAN_MODES = ("full", "gram", "diag")
+HESSIAN_MODES = tuple(closed.CMA_MODES)
+NORMALIZATIONS = ("authors", "none")
+#: the CMA authors' weight scale for ResNet features (2048-d) against ViT-S (384-d)
+RESNET_SCALE = 2048 / 384
+RESNET_BACKBONES = ("resnet18", "resnet50")
 
 
 def full_hessian_bytes(num_domains: int, num_classes: int, d: int, itemsize: int = 4) -> int:
@@ -68,77 +79,40 @@ def check_full_budget(
         )
 
 
-def cma_gradient_penalty(
-    zs: Sequence[Tensor], logits: Sequence[Tensor], ys: Sequence[Tensor]
-) -> Tensor:
-    """(1/K) sum_e ||G_e - Gbar||^2, G_e the closed-form head gradient of domain e."""
-    grads = torch.stack([head_gradient(z, lg, y) for z, lg, y in zip(zs, logits, ys, strict=True)])
-    return (grads - grads.mean(0)).square().sum() / len(grads)
-
-
-def hessian_gram(zs: Sequence[Tensor], logits: Sequence[Tensor]) -> Tensor:
-    """The K x K matrix of Frobenius inner products <H_e, H_f> of the domains' head Hessians."""
-    k = len(zs)
-    entries: dict[tuple[int, int], Tensor] = {}
-    for e in range(k):
-        for f in range(e, k):
-            entries[e, f] = head_hessian_inner(zs[e], logits[e], zs[f], logits[f])
-    return torch.stack(
-        [torch.stack([entries[min(e, f), max(e, f)] for f in range(k)]) for e in range(k)]
-    )
-
-
-def cma_hessian_penalty(
-    zs: Sequence[Tensor],
-    logits: Sequence[Tensor],
-    mode: str = "gram",
-    memory_mb: float = 1024,
-) -> Tensor:
-    """(1/K) sum_e ||H_e - Hbar||_F^2 (`full`, `gram`) or its diagonal-only version (`diag`)."""
-    k = len(zs)
-    if mode == "gram":
-        gram = hessian_gram(zs, logits)
-        return (torch.diagonal(gram).sum() - gram.sum() / k) / k
-    if mode == "diag":
-        diags = torch.stack([head_hessian_diag(z, lg) for z, lg in zip(zs, logits, strict=True)])
-        return (diags - diags.mean(0)).square().sum() / k
-    if mode == "full":
-        z0, l0 = zs[0], logits[0]
-        itemsize = torch.promote_types(z0.dtype, l0.dtype).itemsize
-        check_full_budget(k, l0.shape[1], z0.shape[1], itemsize, memory_mb)
-        hessians = [head_hessian(z, lg) for z, lg in zip(zs, logits, strict=True)]
-        mean = sum(hessians) / k
-        return sum((h - mean).square().sum() for h in hessians) / k
-    raise ConfigError(f"hessian_mode must be one of {HESSIAN_MODES}, got {mode!r}")
+def authors_term_scale(num_classes: int) -> float:
+    """1 / C^2: the authors divide G_e and H_e by C."""
+    return 1.0 / num_classes**2
 
 
 @register
 class CMA(HeadAlignment):
     """Closed-form moment alignment (module docstring): pooled loss +
-    grad_alpha (1/K) sum_e ||G_e - Gbar||^2 + hess_beta (1/K) sum_e ||H_e - Hbar||_F^2 on the
-    linear head, after `penalty_anneal_iters` steps; nothing detached.
+    grad_weight red_e ||G_e - Gbar||^2 + hess_weight red_e ||H_e - Hbar||_F^2 on the linear
+    head, after `penalty_anneal_iters` steps; nothing detached; the authors' normalisation.
 
-    Defaults and ranges are the CMA authors' DomainBed code (docs/protocols.md section 3): weights
-    5000 / 1000, 10^U(1,4) each, anneal steps int(10^U(2,4)), lr 5e-5 (1e-3 on ColoredMNIST).
-    The default number of anneal steps is not recorded there: 1500 (DomainBed's Fishr default,
-    inside the range)."""
+    Defaults and ranges are the CMA authors' DomainBed code: weights 5000 / 1000 (their names
+    grad_alpha / hess_beta, still accepted), 10^U(1,4) each, anneal steps int(10^U(2,4)), lr
+    5e-5 (1e-3 on ColoredMNIST). The default number of anneal steps is not recorded there: 1500
+    (DomainBed's Fishr default, inside the range)."""
 
     DESCRIPTION = "Closed-form moment alignment of head gradients and Hessians (CMA)"
     PAPER = "Moment Alignment: Unifying Gradient and Hessian Matching for DG, arXiv:2506.07378"
     HPARAMS = (
         HParam(
-            "grad_alpha",
+            "grad_weight",
             5000.0,
             log_uniform(1, 4),
-            "gradient-alignment weight (authors)",
+            "gradient-alignment weight (authors; their grad_alpha)",
             nonnegative(),
+            aliases=("grad_alpha",),
         ),
         HParam(
-            "hess_beta",
+            "hess_weight",
             1000.0,
             log_uniform(1, 4),
-            "Hessian-alignment weight (authors)",
+            "Hessian-alignment weight (authors; their hess_beta)",
             nonnegative(),
+            aliases=("hess_beta",),
         ),
         HParam(
             "penalty_anneal_iters",
@@ -161,8 +135,21 @@ class CMA(HeadAlignment):
             "budget for hessian_mode full (MiB)",
             integer(1),
         ),
+        HParam(
+            "reduction",
+            "mean",
+            const("mean"),
+            "mean or sum of the domain terms (sum: CMNIST)",
+            one_of("mean", "sum"),
+        ),
+        HParam(
+            "normalization",
+            "authors",
+            const("authors"),
+            "authors: terms / C^2, ResNet weights / 2048/384 (Hessian: squared); none",
+            one_of(*NORMALIZATIONS),
+        ),
     )
-    WEIGHTS: ClassVar[dict[str, str]] = {"grad_penalty": "grad_alpha", "hess_penalty": "hess_beta"}
     LINEAR_HEAD = True
 
     @classmethod
@@ -179,6 +166,20 @@ class CMA(HeadAlignment):
         )
         return [*cls.HPARAMS, lr]
 
+    @classmethod
+    def check_hparams(cls, hparams: dict[str, Any]) -> None:
+        mode = hparams["hessian_mode"]
+        if mode not in HESSIAN_MODES:
+            raise ConfigError(f"hessian_mode must be one of {HESSIAN_MODES}, got {mode!r}")
+        if hparams.get("reduction", "mean") not in closed.REDUCTIONS:
+            raise ConfigError(
+                f"reduction must be one of {closed.REDUCTIONS}, got {hparams['reduction']!r}"
+            )
+        if hparams.get("normalization", "authors") not in NORMALIZATIONS:
+            raise ConfigError(
+                f"normalization must be one of {NORMALIZATIONS}, got {hparams['normalization']!r}"
+            )
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -187,10 +188,7 @@ class CMA(HeadAlignment):
         hparams: dict[str, Any],
     ) -> None:
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        mode = self.hparams["hessian_mode"]
-        if mode not in HESSIAN_MODES:
-            raise ConfigError(f"hessian_mode must be one of {HESSIAN_MODES}, got {mode!r}")
-        if mode == "full":
+        if self.hparams["hessian_mode"] == "full":
             weight = self.classifier.weight
             check_full_budget(
                 num_domains,
@@ -200,9 +198,31 @@ class CMA(HeadAlignment):
                 float(self.hparams["hessian_memory_mb"]),
             )
 
-    def penalties(self, zs: list[Tensor], logits: list[Tensor], ys: list[Tensor]) -> Penalties:
-        mode, budget = self.hparams["hessian_mode"], float(self.hparams["hessian_memory_mb"])
-        return {
-            "grad_penalty": cma_gradient_penalty(zs, logits, ys),
-            "hess_penalty": cma_hessian_penalty(zs, logits, mode, budget),
-        }
+    @classmethod
+    def head_penalties(cls, z, weight, bias, y, counts, hparams) -> tuple[Tensor, Terms]:
+        cls.check_hparams(hparams)
+        mode = hparams["hessian_mode"]
+        c, d = weight.shape[-2], weight.shape[-1]
+        if mode == "full":
+            restarts = z[..., 0, 0].numel()
+            itemsize = z.element_size() * restarts
+            check_full_budget(len(counts), c, d, itemsize, float(hparams["hessian_memory_mb"]))
+        logits, terms = closed.cma_alignment(
+            z, weight, bias, y, counts, mode, hparams.get("reduction", "mean")
+        )
+        if hparams.get("normalization", "authors") == "authors":
+            scale = authors_term_scale(c)
+            terms = {k: v * scale for k, v in terms.items()}
+        return logits, terms
+
+    @classmethod
+    def term_weights(cls, hparams: dict[str, Any], num_classes: int) -> dict[str, float]:
+        weights = super().term_weights(hparams, num_classes)
+        authors = hparams.get("normalization", "authors") == "authors"
+        backbone = hparams.get("backbone", "")
+        if backbone == "resnet50" and hparams.get("resnet18", False):
+            backbone = "resnet18"
+        if authors and backbone in RESNET_BACKBONES:
+            weights["grad_penalty"] /= RESNET_SCALE
+            weights["hess_penalty"] /= RESNET_SCALE**2
+        return weights

@@ -9,12 +9,12 @@ from dgalign.algorithms._common import (
     concat,
     domain_gradients,
     domain_losses,
-    flatten,
     set_gradients,
 )
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, interval, log_uniform, positive, uniform
+from dgalign.utils.tensors import flatten
 
 
 def and_mask_gradient(grads: torch.Tensor, tau: float) -> torch.Tensor:

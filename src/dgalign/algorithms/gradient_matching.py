@@ -10,7 +10,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import autograd, nn
-from torch.func import functional_call, grad, vmap
 
 from dgalign.algorithms._common import (
     AnnealedPenalty,
@@ -21,14 +20,21 @@ from dgalign.algorithms._common import (
 )
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
+from dgalign.algorithms.schedule import PenaltySchedule
+from dgalign.curvature.autodiff import per_sample_grads
+from dgalign.curvature.penalties import FISHR_FORMS, fishr_penalty, gradient_variances
+from dgalign.curvature.risk import mean_loss
+from dgalign.errors import ConfigError
 from dgalign.hparams import (
     HParam,
     choice,
+    const,
     int_uniform,
     integer,
     interval,
     log_uniform,
     nonnegative,
+    one_of,
     uniform,
 )
 
@@ -132,29 +138,28 @@ class Fish(FeaturizerClassifier):
         super().load_extra_state(state)
 
 
-def per_sample_grads(module: nn.Module, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """[n, P]: the gradient of each sample's cross-entropy w.r.t. `module`'s parameters
-    (flattened in `named_parameters` order), by torch.func (vmap over grad). The result keeps
-    the autograd graph to `inputs` and to the parameters."""
-    params = dict(module.named_parameters())
-
-    def sample_loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(module, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
-
-    grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, inputs, y)
-    return torch.cat([grads[name].reshape(len(y), -1) for name in params], dim=1)
+def flat_per_sample_grads(module: nn.Module, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[n, P]: the gradient of each sample's cross-entropy w.r.t. `module`'s parameters,
+    flattened in `named_parameters` order (`curvature.per_sample_grads`); keeps the graph to
+    `inputs` and to the parameters."""
+    grads = per_sample_grads(module, None, F.cross_entropy, inputs, y)
+    return torch.cat([g.reshape(len(y), -1) for g in grads.values()], dim=1)
 
 
-def fishr_penalty(variances: torch.Tensor) -> torch.Tensor:
-    """(1/E) sum_e mean_p (v_e - vbar)_p^2 for per-domain gradient variances `variances` [E, P]."""
-    return (variances - variances.mean(0, keepdim=True)).pow(2).mean(1).mean(0)
+def head_order(variances: torch.Tensor) -> torch.Tensor:
+    """[..., C, d + 1] (bias last per class) -> [..., C d + C] in nn.Linear's parameter order
+    (all weights row-major, then the biases), the layout of Fishr's moving-average buffer."""
+    return torch.cat([variances[..., :-1].flatten(-2), variances[..., -1]], -1)
 
 
 @register
 class Fishr(AnnealedPenalty):
-    """min CE + lambda_t * (1/E) sum_e mean((v_e - vbar)^2), v_e = EMA over steps of the
-    per-domain (centred) variance of the per-sample classifier-head gradients; lambda_t = 0
-    before `penalty_anneal_iters` steps (Adam reset at the switch) and `lambda` after."""
+    """min CE + lambda_t * fishr_penalty(v), v_e = EMA over steps of the per-domain (centred)
+    variance of the per-sample classifier-head gradients (closed form on a linear head:
+    (1/n) (r * r)^T (Z~ * Z~) - G_e^2); lambda_t = 0 before `penalty_anneal_iters` steps (Adam
+    reset at the switch) and `lambda` after. `penalty_form` "mean": (1/E) sum_e mean_p
+    (v_e - vbar)_p^2 (DomainBed), "sum": sum_e sum_p (the Colored MNIST script). The stateless
+    `head_penalties` is the EMA's first step, i.e. no moving average (set `ema` 0 to train so)."""
 
     DESCRIPTION = "Fishr: match the domains' per-sample gradient variances on the head"
     PAPER = "Rame et al., 2022"
@@ -176,6 +181,13 @@ class Fishr(AnnealedPenalty):
             "moving-average factor of the variances",
             interval(0.0, 1.0),
         ),
+        HParam(
+            "penalty_form",
+            "mean",
+            const("mean"),
+            "mean over domains and coordinates (DomainBed) or sum (the Colored MNIST script)",
+            one_of(*FISHR_FORMS),
+        ),
     )
 
     def __init__(
@@ -186,32 +198,49 @@ class Fishr(AnnealedPenalty):
         hparams: dict[str, Any],
     ) -> None:
         super().__init__(input_shape, num_classes, num_domains, hparams)
+        if self.hparams.get("penalty_form", "mean") not in FISHR_FORMS:
+            form = self.hparams["penalty_form"]
+            raise ConfigError(f"Fishr penalty_form must be one of {FISHR_FORMS}, got {form!r}")
         n_head = sum(p.numel() for p in self.classifier.parameters())
         # Uncorrected EMA of each domain's gradient variance (DomainBed's MovingAverage).
         self.register_buffer("variance_ema", torch.zeros(num_domains, n_head))
 
-    def domain_variances(self, z: torch.Tensor, y: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """[E, P] centred variances of the per-sample head gradients of each domain."""
-        grads = per_sample_grads(self.classifier, z, y).split(counts)
-        return torch.stack([(g - g.mean(0, keepdim=True)).pow(2).mean(0) for g in grads])
+    @classmethod
+    def penalty_schedule(cls, hparams: dict[str, Any]) -> PenaltySchedule:
+        return PenaltySchedule(int(hparams["penalty_anneal_iters"]), float(hparams["lambda"]))
+
+    @classmethod
+    def head_penalties(cls, z, weight, bias, y, counts, hparams) -> tuple[torch.Tensor, dict]:
+        logits, v = gradient_variances(z, weight, bias, y, counts)
+        return logits, {"penalty": fishr_penalty(v, hparams.get("penalty_form", "mean"))}
+
+    def domain_variances(
+        self, z: torch.Tensor, y: torch.Tensor, counts: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the [E, P] centred variances of the per-sample head gradients."""
+        if isinstance(self.classifier, nn.Linear):
+            head = self.classifier
+            logits, v = gradient_variances(z, head.weight, head.bias, y, counts)
+            return logits, head_order(v)
+        grads = flat_per_sample_grads(self.classifier, z, y).split(counts)
+        v = torch.stack([(g - g.mean(0, keepdim=True)).pow(2).mean(0) for g in grads])
+        return self.classifier(z), v
 
     def update(self, minibatches: Minibatches) -> dict[str, float]:
         if len(minibatches) != len(self.variance_ema):
             raise ValueError(
                 f"Fishr was built for {len(self.variance_ema)} domains, got {len(minibatches)}"
             )
-        weight = self.penalty_weight(
-            self.hparams["penalty_anneal_iters"], self.hparams["lambda"], 0.0
-        )
+        weight = self.schedule_weight()
         all_x, all_y = concat(minibatches)
         z = self.featurizer(all_x)
-        nll = F.cross_entropy(self.classifier(z), all_y)
+        logits, variances = self.domain_variances(z, all_y, sizes(minibatches))
+        nll = mean_loss(logits, all_y)
         ema = float(self.hparams["ema"])
-        ema_var = ema * self.variance_ema + (1 - ema) * self.domain_variances(
-            z, all_y, sizes(minibatches)
-        )
+        ema_var = ema * self.variance_ema + (1 - ema) * variances
         self.variance_ema.copy_(ema_var.detach())
-        penalty = fishr_penalty(ema_var / (1 - ema))
+        form = self.hparams.get("penalty_form", "mean")
+        penalty = fishr_penalty((ema_var / (1 - ema))[:, None, :], form)
         loss = nll + weight * penalty
         self.step(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}

@@ -1,16 +1,19 @@
 """Hessian alignment over the classifier head: HGP, Hutchinson and HessianDiag (Hemati et al.).
 
-For domains e = 1..E with head losses L_e (mean CE, or BCE for one logit) and the pooled loss
-Lbar (mean over all domains' samples), each method penalises
+For domains e = 1..E with head losses L_e (mean CE, or BCE for one logit), each method penalises
 
-    P = red_e [ alpha ||T_e - sg(Tbar)||^2 + beta ||g_e - sg(gbar)||^2 ],   red = (1/E) sum_e
+    P = hess_weight red_e ||T_e - sg(Tbar)||^2 + grad_weight red_e ||g_e - sg(gbar)||^2
 
-with g = gradient of the loss w.r.t. the head (weights + bias), sg = stop-gradient (the
-authors' DomainBed code; `detach_mean=False` gives the Colored MNIST scripts' undetached form,
-`reduction="sum"` their sum over domains) and T = H g (HGP, by H g = grad ||g||^2 / 2),
-T = Hutchinson's estimate (1/m) sum_k r_k * (H r_k) of diag H (Hutchinson) or the exact
-diag H (HessianDiag, closed form). Objective: Lbar + w_t P, with w_t = 0 for
-`penalty_anneal_iters` steps (Adam re-created at the switch), 1 after (default: no annealing).
+with g = gradient of the loss w.r.t. the head (weights + bias), red = (1/E) sum_e (`reduction`
+"mean"; "sum" is the Colored MNIST scripts'), sg = stop-gradient (`detach_mean`, the authors'
+DomainBed code; the scripts detach nothing), the mean terms from the pooled loss of all samples
+(`mean_term` "pooled", DomainBed) or from the mean of the domain losses ("envs", the scripts'
+`train_nll`; the same without label shift), and T = H g (HGP), Hutchinson's estimate
+(1/m) sum_k r_k * (H r_k) of diag H (Hutchinson) or the exact diag H (HessianDiag). Objective:
+Lbar + w_t P, w_t = 0 for `penalty_anneal_iters` steps (Adam re-created at the switch), 1 after.
+On a linear head every term is a closed form of `dgalign.curvature.penalties` (one autograd
+node with the head); HGP and Hutchinson fall back to autograd over the head's parameters
+(`curvature.autodiff`) for a nonlinear head.
 
 Expected Hutchinson penalty (HessianDiag's `expected_probes` = m). One probe r (Rademacher)
 gives r_j (H r)_j = H_jj + sum_{l != j} H_jl r_j r_l; the products r_j r_l (l != j) are
@@ -30,172 +33,92 @@ not depend on the parameters), so the Hbar-only term is kept in the value but de
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgalign.algorithms._common import AnnealedPenalty, concat, sizes
 from dgalign.algorithms.base import Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.curvature import (
-    head_gradient,
-    head_hessian_diag,
-    head_hessian_inner,
-    head_hessian_offdiag_sq_norm,
-    hessian_gradient_product,
-    hutchinson_diag,
-)
+from dgalign.algorithms.schedule import PenaltySchedule
+from dgalign.curvature import penalties as closed
+from dgalign.curvature.autodiff import hessian_gradient_product, hutchinson_diag
+from dgalign.curvature.penalties import MEAN_TERMS, REDUCTIONS, Form
+from dgalign.curvature.risk import mean_loss
 from dgalign.errors import ConfigError
 from dgalign.hparams import HParam, boolean, const, integer, log_uniform, nonnegative, one_of
+from dgalign.utils.tensors import flatten
 
-REDUCTIONS = ("mean", "sum")
-Penalties = dict[str, Tensor]
-
-
-def head_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Mean cross-entropy logsumexp(l) - l_y (C >= 2, integer labels), or binary cross-entropy
-    softplus(l) - y l (C = 1, labels 0/1). Written out rather than F.cross_entropy: the double
-    backward of log_softmax has no vmap rule, so batched Hutchinson probes would loop."""
-    if logits.shape[1] == 1:
-        target = y.reshape(-1).to(logits.dtype)
-        return (F.softplus(logits[:, 0]) - target * logits[:, 0]).mean()
-    return (torch.logsumexp(logits, 1) - logits.gather(1, y.reshape(-1, 1))[:, 0]).mean()
+Terms = dict[str, Tensor]
 
 
-def _flat(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
+def alignment_form(hparams: dict[str, Any]) -> Form:
+    """The `Form` (mean term, detach, reduction) the hyper-parameters ask for."""
+    mean_term = hparams.get("mean_term", "pooled")
+    reduction = hparams.get("reduction", "mean")
+    if mean_term not in MEAN_TERMS:
+        raise ConfigError(f"mean_term must be one of {MEAN_TERMS}, got {mean_term!r}")
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return Form(mean_term, bool(hparams.get("detach_mean", True)), reduction)
 
 
-def _pooled(zs: Sequence[Tensor], logits: Sequence[Tensor], detach: bool) -> tuple[Tensor, Tensor]:
-    """All domains' features and logits as one set (detached for a stop-gradient mean)."""
-    z, lg = torch.cat(list(zs)), torch.cat(list(logits))
-    return (z.detach(), lg.detach()) if detach else (z, lg)
-
-
-class Terms(NamedTuple):
-    """Per-domain curvature terms T_e and gradients g_e (flat), with their pooled versions."""
-
-    hess: list[Tensor]
-    hess_mean: Tensor
-    grad: list[Tensor]
-    grad_mean: Tensor
-
-
-def hgp_terms(
-    params: Sequence[Tensor], logits: Sequence[Tensor], ys: Sequence[Tensor], detach_mean: bool
-) -> Terms:
-    """T_e = H_e g_e and g_e by autograd over `params`; the mean terms from the pooled loss
-    (computed without a graph when detached)."""
-    per = [
-        hessian_gradient_product(head_loss(lg, y), params) for lg, y in zip(logits, ys, strict=True)
-    ]
-    loss_bar = head_loss(torch.cat(list(logits)), torch.cat(list(ys)))
-    hg_bar, g_bar = hessian_gradient_product(loss_bar, params, create_graph=not detach_mean)
-    return Terms(
-        [_flat(h) for h, _ in per], _flat(hg_bar), [_flat(g) for _, g in per], _flat(g_bar)
-    )
-
-
-def hutchinson_terms(
+def autograd_alignment(
     params: Sequence[Tensor],
-    logits: Sequence[Tensor],
-    ys: Sequence[Tensor],
-    n_probes: int,
-    detach_mean: bool,
+    logits: Tensor,
+    y: Tensor,
+    counts: Sequence[int],
+    form: Form,
+    n_probes: int = 0,
     share_probes: bool = False,
 ) -> Terms:
-    """T_e = Hutchinson's diag(H_e) with `n_probes` Rademacher probes, fresh for every domain
-    and for the mean, or (`share_probes`) one draw reused by all of them."""
-    seed = int(torch.randint(0, 2**62, ())) if share_probes else None
+    """HGP terms (`n_probes` 0: T = H g by grad ||g||^2 / 2) or Hutchinson terms (m probes
+    by batched double backward) over any head's `params`: the path of nonlinear heads."""
+    parts = list(zip(logits.split(list(counts)), y.split(list(counts)), strict=True))
+    losses = [mean_loss(lg, t) for lg, t in parts]
+    w = form.weights(counts)
+    loss_bar = sum(wi * loss for wi, loss in zip(w, losses, strict=True))
+    if n_probes == 0:
+        per = [hessian_gradient_product(loss, params) for loss in losses]
+        t_bar, g_bar = hessian_gradient_product(loss_bar, params, create_graph=not form.detach_mean)
+        ts, gs = [flatten(t) for t, _ in per], [flatten(g) for _, g in per]
+        t_bar, g_bar = flatten(t_bar), flatten(g_bar)
+    else:
+        seed = int(torch.randint(0, 2**62, ())) if share_probes else None
 
-    def estimate(loss: Tensor, graph: bool) -> Tensor:
-        gen = None
-        if seed is not None:
-            gen = torch.Generator(device=params[0].device).manual_seed(seed)
-        return _flat(hutchinson_diag(loss, params, n_probes, generator=gen, create_graph=graph))
+        def estimate(loss: Tensor, graph: bool) -> Tensor:
+            gen = None if seed is None else torch.Generator(params[0].device).manual_seed(seed)
+            return flatten(hutchinson_diag(loss, params, n_probes, gen, create_graph=graph))
 
-    losses = [head_loss(lg, y) for lg, y in zip(logits, ys, strict=True)]
-    grads = [_flat(torch.autograd.grad(loss, params, create_graph=True)) for loss in losses]
-    loss_bar = head_loss(torch.cat(list(logits)), torch.cat(list(ys)))
-    g_bar = torch.autograd.grad(loss_bar, params, create_graph=not detach_mean, retain_graph=True)
-    diags = [estimate(loss, True) for loss in losses]
-    return Terms(diags, estimate(loss_bar, not detach_mean), grads, _flat(g_bar))
-
-
-def exact_diag_terms(
-    zs: Sequence[Tensor], logits: Sequence[Tensor], ys: Sequence[Tensor], detach_mean: bool
-) -> Terms:
-    """T_e = diag H_e = (1/n) sum_i p_ic (1 - p_ic) z~_ij^2 and g_e = (P - Y)^T Z~ / n, closed
-    form for a linear head (`head_hessian_diag`, `head_gradient`). The pooled loss is the
-    n_e-weighted mean of the domain losses, so its diagonal and gradient are the n_e-weighted
-    means of the domains' (exact; no second pass over the samples)."""
-    sets = list(zip(zs, logits, ys, strict=True))
-    diags = [head_hessian_diag(z, lg) for z, lg, _ in sets]
-    grads = [head_gradient(z, lg, y) for z, lg, y in sets]
-    weights = [z.shape[0] / sum(z_.shape[0] for z_ in zs) for z in zs]
-
-    def pooled(values: list[Tensor]) -> Tensor:
-        mean = sum(w * v for w, v in zip(weights, values, strict=True))
-        return mean.detach() if detach_mean else mean
-
-    return Terms(diags, pooled(diags), grads, pooled(grads))
-
-
-def _reduce(values: Sequence[Tensor], reduction: str) -> Tensor:
-    total = torch.stack(list(values)).sum()
-    return total / len(values) if reduction == "mean" else total
-
-
-def alignment_penalties(terms: Terms, reduction: str = "mean") -> Penalties:
-    """red_e ||T_e - Tbar||^2 and red_e ||g_e - gbar||^2 (`hess_penalty`, `grad_penalty`)."""
+        gs = [flatten(torch.autograd.grad(loss, params, create_graph=True)) for loss in losses]
+        g_bar = flatten(
+            torch.autograd.grad(
+                loss_bar, params, create_graph=not form.detach_mean, retain_graph=True
+            )
+        )
+        ts = [estimate(loss, True) for loss in losses]
+        t_bar = estimate(loss_bar, not form.detach_mean)
+    if form.detach_mean:
+        t_bar, g_bar = t_bar.detach(), g_bar.detach()
     return {
-        "hess_penalty": _reduce(
-            [(t - terms.hess_mean).square().sum() for t in terms.hess], reduction
-        ),
-        "grad_penalty": _reduce(
-            [(g - terms.grad_mean).square().sum() for g in terms.grad], reduction
-        ),
+        "hess_penalty": form.reduce(torch.stack([(t - t_bar).square().sum() for t in ts])),
+        "grad_penalty": form.reduce(torch.stack([(g - g_bar).square().sum() for g in gs])),
     }
 
 
-def probe_variance(
-    zs: Sequence[Tensor],
-    logits: Sequence[Tensor],
-    n_probes: int,
-    detach_mean: bool = True,
-    share_probes: bool = False,
-    reduction: str = "mean",
-) -> Tensor:
-    """E[Hutchinson penalty] - exact diagonal penalty (Hessian part, alpha = 1), see the module
-    docstring: red_e (1/m) (||off H_e||^2 + ||off Hbar||^2) with independent probes, or
-    red_e (1/m) ||off (H_e - Hbar)||^2 with shared probes; Hbar detached when `detach_mean`."""
-    zb, lb = _pooled(zs, logits, detach_mean)
-    sets = list(zip(zs, logits, strict=True))
-    if not share_probes:
-        off_bar = head_hessian_offdiag_sq_norm(zb, lb)
-        per = [head_hessian_offdiag_sq_norm(z, lg) + off_bar for z, lg in sets]
-    else:
-        sq_bar = head_hessian_inner(zb, lb, zb, lb)
-        diag_bar = head_hessian_diag(zb, lb)
-        per = [
-            head_hessian_inner(z, lg, z, lg)
-            - 2 * head_hessian_inner(z, lg, zb, lb)
-            + sq_bar
-            - (head_hessian_diag(z, lg) - diag_bar).square().sum()
-            for z, lg in sets
-        ]
-    return _reduce(per, reduction) / n_probes
-
-
 class HeadAlignment(AnnealedPenalty):
-    """Featurizer -> classifier trained on Lbar + w_t sum_k lambda_k P_k: shared by the
-    curvature-alignment methods. Subclasses implement `penalties(z, logits, y)` (per-domain
-    lists) and map each penalty name to the hyper-parameter weighing it in `WEIGHTS`."""
+    """Featurizer -> classifier trained on Lbar + w_t sum_k weight_k P_k: shared by the
+    curvature-alignment methods. Subclasses give the terms of a linear head in
+    `head_penalties` (a classmethod, so the Colored MNIST reproduction runs the same penalty on
+    its batched restarts) and map each term to the hyper-parameter weighing it in
+    `TERM_WEIGHTS`."""
 
-    WEIGHTS: ClassVar[dict[str, str]] = {}
-    LINEAR_HEAD: ClassVar[bool] = False  # closed forms need an nn.Linear head
+    TERM_WEIGHTS: ClassVar[dict[str, str | None]] = {
+        "hess_penalty": "hess_weight",
+        "grad_penalty": "grad_weight",
+    }
+    LINEAR_HEAD: ClassVar[bool] = False  # closed forms only: needs an nn.Linear head
 
     def __init__(
         self,
@@ -210,58 +133,88 @@ class HeadAlignment(AnnealedPenalty):
                 f"{type(self).__name__} needs a linear head (closed-form head curvature); "
                 "set --hparams '{\"nonlinear_classifier\": false}'"
             )
-        reduction = self.hparams.get("reduction", "mean")
-        if reduction not in REDUCTIONS:
-            raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.check_hparams(self.hparams)
 
-    def penalties(self, zs: list[Tensor], logits: list[Tensor], ys: list[Tensor]) -> Penalties:
-        """The unweighted penalty terms from each domain's features, logits and labels."""
-        raise NotImplementedError
+    @classmethod
+    def check_hparams(cls, hparams: dict[str, Any]) -> None:
+        """ConfigError (one line) for options the penalty cannot use."""
+        alignment_form(hparams)
 
-    def objective_terms(
-        self, minibatches: Minibatches, penalties: bool = True
-    ) -> dict[str, Tensor]:
+    @classmethod
+    def penalty_schedule(cls, hparams: dict[str, Any]) -> PenaltySchedule:
+        return PenaltySchedule(int(hparams.get("penalty_anneal_iters", 0)), 1.0, 0.0)
+
+    def nonlinear_penalties(self, z: Tensor, y: Tensor, counts: list[int]) -> tuple[Tensor, Terms]:
+        """The terms for a head that is not an nn.Linear (autograd over its parameters)."""
+        raise ConfigError(f"{type(self).__name__} needs a linear head")
+
+    def penalties(self, z: Tensor, y: Tensor, counts: list[int]) -> tuple[Tensor, Terms]:
+        """Logits and the unweighted penalty terms of features z (domains of `counts` rows)."""
+        if isinstance(self.classifier, nn.Linear):
+            head = self.classifier
+            return self.head_penalties(z, head.weight, head.bias, y, counts, self.hparams)
+        return self.nonlinear_penalties(z, y, counts)
+
+    def objective_terms(self, minibatches: Minibatches, penalties: bool = True) -> Terms:
         """`nll` (pooled mean loss) and, if asked, every penalty term, as graph tensors."""
         all_x, all_y = concat(minibatches)
         z = self.featurizer(all_x)
-        logits = self.classifier(z)
-        terms = {"nll": head_loss(logits, all_y)}
         if penalties:
-            counts = sizes(minibatches)
-            ys = [y for _, y in minibatches]
-            terms.update(self.penalties(list(z.split(counts)), list(logits.split(counts)), ys))
-        return terms
+            logits, terms = self.penalties(z, all_y, sizes(minibatches))
+        else:
+            logits, terms = self.classifier(z), {}
+        return {"nll": mean_loss(logits, all_y), **terms}
 
     def update(self, minibatches: Minibatches) -> dict[str, float]:
-        switch = self.penalty_weight(int(self.hparams.get("penalty_anneal_iters", 0)), 1.0, 0.0)
+        switch = self.schedule_weight()
         terms = self.objective_terms(minibatches, penalties=switch > 0)
         loss = terms["nll"]
-        for name, value in terms.items():
-            if name != "nll":
-                loss = loss + switch * float(self.hparams[self.WEIGHTS[name]]) * value
+        penalty = self.weighted_penalty({k: v for k, v in terms.items() if k != "nll"})
+        if penalty is not None:
+            loss = loss + switch * penalty
         self.step(loss)
         return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
 
 
 def alignment_hparams(
-    alpha: float,
-    alpha_rng: tuple[float, float],
-    beta: float,
-    beta_rng: tuple[float, float],
+    hess: float,
+    hess_rng: tuple[float, float],
+    grad: float,
+    grad_rng: tuple[float, float],
     src: str,
 ) -> tuple[HParam, ...]:
-    """alpha (Hessian term), beta (gradient term) and the penalty-form options."""
+    """hess_weight (Hessian term, formerly alpha), grad_weight (gradient term, formerly beta)
+    and the penalty-form options."""
     return (
         HParam(
-            "alpha", alpha, log_uniform(*alpha_rng), f"Hessian-term weight; {src}", nonnegative()
+            "hess_weight",
+            hess,
+            log_uniform(*hess_rng),
+            f"Hessian-term weight (formerly alpha); {src}",
+            nonnegative(),
+            aliases=("alpha",),
         ),
-        HParam("beta", beta, log_uniform(*beta_rng), f"gradient-term weight; {src}", nonnegative()),
+        HParam(
+            "grad_weight",
+            grad,
+            log_uniform(*grad_rng),
+            f"gradient-term weight (formerly beta); {src}",
+            nonnegative(),
+            aliases=("beta",),
+        ),
         HParam(
             "detach_mean",
             True,
             const(True),
             "stop-gradient on the mean terms (False: CMNIST)",
             boolean(),
+        ),
+        HParam(
+            "mean_term",
+            "pooled",
+            const("pooled"),
+            "mean terms from the pooled loss, or envs: the mean of the domain losses (CMNIST)",
+            one_of("pooled", "envs"),
         ),
         HParam(
             "reduction",
@@ -280,10 +233,9 @@ def alignment_hparams(
     )
 
 
-_CODE = "range and default of the authors' DomainBed code (docs/protocols.md section 2)"
+_CODE = "range and default of the authors' DomainBed code"
 _MID = (
-    "range of the authors' DomainBed code (docs/protocols.md section 2; the paper's text "
-    "says otherwise), "
+    "range of the authors' DomainBed code (the paper's text says otherwise), "
     "default = log-midpoint (no default recorded; the rule the authors' HGP defaults follow)"
 )
 _HUTCHINSON = (
@@ -300,30 +252,35 @@ _HUTCHINSON = (
 
 @register
 class HGP(HeadAlignment):
-    """Hessian-gradient-product alignment: T_e = H_e g_e over the head (weights + bias), by
-    H g = grad(||g||^2 / 2); penalty red_e [alpha ||T_e - sg(Tbar)||^2 + beta ||g_e - sg(gbar)||^2].
+    """Hessian-gradient-product alignment: T_e = H_e g_e over the head (weights + bias), closed
+    form H v = (1/n) sum_i (S_i v z~_i) z~_i^T on a linear head, grad(||g||^2 / 2) otherwise.
 
-    Ranges 10^U(-5,-3) (alpha), 10^U(-3,-1) (beta), defaults 1e-4, 5e-3: the authors' DomainBed
-    code; the paper's text gives the same HGP ranges."""
+    Ranges 10^U(-5,-3) (hess_weight), 10^U(-3,-1) (grad_weight), defaults 1e-4, 5e-3: the
+    authors' DomainBed code; the paper's text gives the same HGP ranges."""
 
     DESCRIPTION = "Align head Hessian-gradient products and gradients across domains"
     PAPER = "Hemati et al., 2023"
     HPARAMS = alignment_hparams(1e-4, (-5, -3), 5e-3, (-3, -1), _CODE)
-    WEIGHTS: ClassVar[dict[str, str]] = {"hess_penalty": "alpha", "grad_penalty": "beta"}
 
-    def penalties(self, zs: list[Tensor], logits: list[Tensor], ys: list[Tensor]) -> Penalties:
+    @classmethod
+    def head_penalties(cls, z, weight, bias, y, counts, hparams) -> tuple[Tensor, Terms]:
+        return closed.hgp_alignment(z, weight, bias, y, counts, alignment_form(hparams))
+
+    def nonlinear_penalties(self, z: Tensor, y: Tensor, counts: list[int]) -> tuple[Tensor, Terms]:
+        logits = self.classifier(z)
         params = list(self.classifier.parameters())
-        terms = hgp_terms(params, logits, ys, bool(self.hparams["detach_mean"]))
-        return alignment_penalties(terms, self.hparams["reduction"])
+        return logits, autograd_alignment(params, logits, y, counts, alignment_form(self.hparams))
 
 
 @register
 class Hutchinson(HeadAlignment):
     """Hessian-diagonal alignment with Hutchinson's estimator over the head (`n_probes`
-    Rademacher probes, H r = grad(g . r)); penalty as HGP with T_e = estimated diag H_e.
+    Rademacher probes, fresh for every domain and the mean unless `share_probes`); on a linear
+    head by the closed form (explicit per-domain Hessians when small, closed-form H r products
+    otherwise), else by batched double backward.
 
-    Ranges 10^U(1,4) (alpha), 10^U(2,6) (beta) are the authors' DomainBed code; the paper's
-    text gives (-1,-3) and (-2,-4) instead. Defaults (300, 1e4) are the log-midpoints."""
+    Ranges 10^U(1,4) (hess_weight), 10^U(2,6) (grad_weight) are the authors' DomainBed code; the
+    paper's text gives (-1,-3) and (-2,-4) instead. Defaults (300, 1e4) are the log-midpoints."""
 
     DESCRIPTION = "Align head Hessian diagonals (Hutchinson estimate) and gradients"
     PAPER = "Hemati et al., 2023"
@@ -337,26 +294,34 @@ class Hutchinson(HeadAlignment):
             integer(1),
         ),
     )
-    WEIGHTS: ClassVar[dict[str, str]] = {"hess_penalty": "alpha", "grad_penalty": "beta"}
 
-    def penalties(self, zs: list[Tensor], logits: list[Tensor], ys: list[Tensor]) -> Penalties:
-        terms = hutchinson_terms(
-            list(self.classifier.parameters()),
-            logits,
-            ys,
-            int(self.hparams["n_probes"]),
-            bool(self.hparams["detach_mean"]),
-            bool(self.hparams["share_probes"]),
+    @classmethod
+    def head_penalties(cls, z, weight, bias, y, counts, hparams) -> tuple[Tensor, Terms]:
+        return closed.hutchinson_alignment(
+            z,
+            weight,
+            bias,
+            y,
+            counts,
+            alignment_form(hparams),
+            int(hparams["n_probes"]),
+            bool(hparams["share_probes"]),
         )
-        return alignment_penalties(terms, self.hparams["reduction"])
+
+    def nonlinear_penalties(self, z: Tensor, y: Tensor, counts: list[int]) -> tuple[Tensor, Terms]:
+        logits = self.classifier(z)
+        params = list(self.classifier.parameters())
+        form = alignment_form(self.hparams)
+        m, share = int(self.hparams["n_probes"]), bool(self.hparams["share_probes"])
+        return logits, autograd_alignment(params, logits, y, counts, form, m, share)
 
 
 @register
 class HessianDiag(HeadAlignment):
     """Hutchinson's objective with the exact closed-form head Hessian diagonal (no sampling).
 
-    With `expected_probes` = m > 0 it adds alpha * `probe_variance` (module docstring), so the
-    penalty equals the expectation of Hutchinson's penalty with m probes (drawn as
+    With `expected_probes` = m > 0 it adds hess_weight * probe_variance (module docstring), so
+    the penalty equals the expectation of Hutchinson's penalty with m probes (drawn as
     `share_probes` says). Same ranges and defaults as Hutchinson (the paper's text differs)."""
 
     DESCRIPTION = "Align exact head Hessian diagonals (closed form) and gradients"
@@ -371,19 +336,18 @@ class HessianDiag(HeadAlignment):
             integer(0),
         ),
     )
-    WEIGHTS: ClassVar[dict[str, str]] = {
-        "hess_penalty": "alpha",
-        "grad_penalty": "beta",
-        "probe_variance": "alpha",
+    TERM_WEIGHTS: ClassVar[dict[str, str | None]] = {
+        "hess_penalty": "hess_weight",
+        "grad_penalty": "grad_weight",
+        "probe_variance": "hess_weight",
     }
     LINEAR_HEAD = True
 
-    def penalties(self, zs: list[Tensor], logits: list[Tensor], ys: list[Tensor]) -> Penalties:
-        detach = bool(self.hparams["detach_mean"])
-        reduction = self.hparams["reduction"]
-        out = alignment_penalties(exact_diag_terms(zs, logits, ys, detach), reduction)
-        m = int(self.hparams["expected_probes"])
+    @classmethod
+    def head_penalties(cls, z, weight, bias, y, counts, hparams) -> tuple[Tensor, Terms]:
+        form = alignment_form(hparams)
+        m = int(hparams["expected_probes"])
         if m > 0:
-            share = bool(self.hparams["share_probes"])
-            out["probe_variance"] = probe_variance(zs, logits, m, detach, share, reduction)
-        return out
+            share = bool(hparams["share_probes"])
+            return closed.expected_probe_variance(z, weight, bias, y, counts, m, form, share)
+        return closed.diag_alignment(z, weight, bias, y, counts, form)

@@ -6,25 +6,31 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, autograd
+from torch import Tensor
 
 from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, sizes
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, int_log_uniform, integer, log_uniform, nonnegative, positive
-
-
-def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """IRMv1 penalty of one domain, DomainBed's unbiased form: the product of the gradients
-    w.r.t. a dummy scale s (at s = 1) of the cross-entropy on the even and on the odd samples,
-    d/ds CE(s * logits[::2]) * d/ds CE(s * logits[1::2])."""
-    scale = torch.ones((), dtype=logits.dtype, device=logits.device, requires_grad=True)
-    loss_1 = F.cross_entropy(logits[::2] * scale, y[::2])
-    loss_2 = F.cross_entropy(logits[1::2] * scale, y[1::2])
-    grad_1 = autograd.grad(loss_1, [scale], create_graph=True)[0]
-    grad_2 = autograd.grad(loss_2, [scale], create_graph=True)[0]
-    return grad_1 * grad_2
+from dgalign.algorithms.schedule import PenaltySchedule
+from dgalign.curvature._head import linear_logits
+from dgalign.curvature.risk import (
+    IRM_FORMS,
+    VREX_FORMS,
+    domain_mean_losses,
+    irm_penalty,
+    vrex_penalty,
+)
+from dgalign.errors import ConfigError
+from dgalign.hparams import (
+    HParam,
+    const,
+    int_log_uniform,
+    integer,
+    log_uniform,
+    nonnegative,
+    one_of,
+    positive,
+)
 
 
 def annealed_hparams(prefix: str, weight: float, what: str) -> tuple[HParam, HParam]:
@@ -48,28 +54,54 @@ def annealed_hparams(prefix: str, weight: float, what: str) -> tuple[HParam, HPa
 
 
 class RiskPenalty(AnnealedPenalty):
-    """Shared path of IRM and V-REx: min mean_e R_e + lambda_t * `penalty`, with lambda_t = 1
-    before `<PREFIX>_penalty_anneal_iters` steps and `<PREFIX>_lambda` after."""
+    """Shared path of IRM and V-REx: min mean_e R_e + lambda_t * penalty(logits), with
+    lambda_t = 1 before `<PREFIX>_penalty_anneal_iters` steps and `<PREFIX>_lambda` after. The
+    penalty needs only the logits (`logit_penalty`), so it works with any network."""
 
     PREFIX: ClassVar[str] = ""
+    FORMS: ClassVar[tuple[str, ...]] = ()
 
-    def penalty(
-        self, logits: Tensor, minibatches: Minibatches, losses: Tensor, nll: Tensor
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        num_domains: int,
+        hparams: dict[str, Any],
+    ) -> None:
+        super().__init__(input_shape, num_classes, num_domains, hparams)
+        form = self.hparams.get("penalty_form", self.FORMS[0])
+        if form not in self.FORMS:
+            raise ConfigError(
+                f"{type(self).__name__} penalty_form must be one of {self.FORMS}, got {form!r}"
+            )
+
+    @classmethod
+    def penalty_schedule(cls, hparams: dict[str, Any]) -> PenaltySchedule:
+        return PenaltySchedule(
+            int(hparams[f"{cls.PREFIX}_penalty_anneal_iters"]),
+            float(hparams[f"{cls.PREFIX}_lambda"]),
+            before=1.0,
+        )
+
+    @classmethod
+    def logit_penalty(
+        cls, logits: Tensor, y: Tensor, counts: Sequence[int], hparams: dict[str, Any]
     ) -> Tensor:
-        """The unweighted penalty from the pooled logits, the domain risks and their mean."""
+        """The unweighted penalty from the logits and labels of the domains (`counts` rows)."""
         raise NotImplementedError
 
+    @classmethod
+    def head_penalties(cls, z, weight, bias, y, counts, hparams) -> tuple[Tensor, dict]:
+        logits = linear_logits(z, weight, bias)
+        return logits, {"penalty": cls.logit_penalty(logits, y, counts, hparams)}
+
     def update(self, minibatches: Minibatches) -> dict[str, float]:
-        weight = self.penalty_weight(
-            self.hparams[f"{self.PREFIX}_penalty_anneal_iters"],
-            self.hparams[f"{self.PREFIX}_lambda"],
-            1.0,
-        )
-        all_x, _ = concat(minibatches)
+        weight = self.schedule_weight()
+        all_x, all_y = concat(minibatches)
         logits = self.network(all_x)
-        losses = torch.stack(domain_losses(logits, minibatches))
-        nll = losses.mean()
-        penalty = self.penalty(logits, minibatches, losses, nll)
+        counts = sizes(minibatches)
+        nll = domain_mean_losses(logits, all_y, counts).mean()
+        penalty = self.logit_penalty(logits, all_y, counts, self.hparams)
         loss = nll + weight * penalty
         self.step(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
@@ -77,37 +109,58 @@ class RiskPenalty(AnnealedPenalty):
 
 @register
 class IRM(RiskPenalty):
-    """min (1/E) sum_e [CE_e + lambda_t * d/ds CE_e^even(s) * d/ds CE_e^odd(s)] at s = 1, with
-    lambda_t = 1 before `irm_penalty_anneal_iters` steps and `irm_lambda` after."""
+    """min (1/E) sum_e [CE_e + lambda_t * pen_e] with lambda_t = 1 before
+    `irm_penalty_anneal_iters` steps and `irm_lambda` after, and pen_e from the dummy-scale
+    gradient g(S) = d/ds CE_S(s * logits) at s = 1 = mean_i (p_i - y_i) . l_i (closed form):
+    `penalty_form` "split_product" g(even samples) g(odd samples) (DomainBed's unbiased form),
+    "squared" g(all samples)^2 (the IRM paper's Colored MNIST script)."""
 
     DESCRIPTION = "Invariant risk minimization (IRMv1 penalty on a dummy classifier scale)"
     PAPER = "Arjovsky et al., 2019"
     PREFIX = "irm"
-    HPARAMS = annealed_hparams(PREFIX, 1e2, "IRM penalty")
+    FORMS = IRM_FORMS
+    HPARAMS = (
+        *annealed_hparams(PREFIX, 1e2, "IRM penalty"),
+        HParam(
+            "penalty_form",
+            "split_product",
+            const("split_product"),
+            "split_product (DomainBed) or squared (the Colored MNIST script)",
+            one_of(*IRM_FORMS),
+        ),
+    )
 
-    def penalty(
-        self, logits: Tensor, minibatches: Minibatches, losses: Tensor, nll: Tensor
-    ) -> Tensor:
-        parts = logits.split(sizes(minibatches))
-        return torch.stack(
-            [irm_penalty(lg, y) for lg, (_, y) in zip(parts, minibatches, strict=True)]
-        ).mean()
+    @classmethod
+    def logit_penalty(cls, logits, y, counts, hparams) -> Tensor:
+        return irm_penalty(logits, y, counts, hparams.get("penalty_form", "split_product"))
 
 
 @register
 class VREx(RiskPenalty):
-    """min mean_e R_e + lambda_t * Var_e(R_e) (population variance of the domain risks), with
-    lambda_t = 1 before `vrex_penalty_anneal_iters` steps and `vrex_lambda` after."""
+    """min mean_e R_e + lambda_t * pen, with lambda_t = 1 before `vrex_penalty_anneal_iters`
+    steps and `vrex_lambda` after: `penalty_form` "variance" Var_e(R_e) (population variance,
+    DomainBed), "squared_difference" (R_0 - R_1)^2 for two domains (Fishr's Colored MNIST
+    script)."""
 
     DESCRIPTION = "Risk extrapolation: penalise the variance of the domain risks"
     PAPER = "Krueger et al., 2021"
     PREFIX = "vrex"
-    HPARAMS = annealed_hparams(PREFIX, 1e1, "variance penalty")
+    FORMS = VREX_FORMS
+    HPARAMS = (
+        *annealed_hparams(PREFIX, 1e1, "variance penalty"),
+        HParam(
+            "penalty_form",
+            "variance",
+            const("variance"),
+            "variance (DomainBed) or squared_difference of 2 domains (Colored MNIST script)",
+            one_of(*VREX_FORMS),
+        ),
+    )
 
-    def penalty(
-        self, logits: Tensor, minibatches: Minibatches, losses: Tensor, nll: Tensor
-    ) -> Tensor:
-        return ((losses - nll) ** 2).mean()
+    @classmethod
+    def logit_penalty(cls, logits, y, counts, hparams) -> Tensor:
+        losses = domain_mean_losses(logits, y, counts)
+        return vrex_penalty(losses, hparams.get("penalty_form", "variance"))
 
 
 @register

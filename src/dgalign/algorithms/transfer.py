@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, autograd, nn
 
-from dgalign.algorithms._common import concat, flatten, sizes
+from dgalign.algorithms._common import concat, sizes
 from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import (
@@ -48,6 +48,7 @@ from dgalign.hparams import (
     uniform,
 )
 from dgalign.networks import build_featurizer
+from dgalign.utils.tensors import flatten
 
 NEUMANN_TERMS = 10
 NEUMANN_LIMIT = 10.0

@@ -25,7 +25,7 @@ import torch
 
 from dgalign.algorithms import Algorithm
 from dgalign.analysis.objective import Objective, get_vector, set_vector, weight_params
-from dgalign.analysis.plotting import pyplot
+from dgalign.utils.plotting import pyplot
 
 DIRECTIONS = ("unit", "filter")
 

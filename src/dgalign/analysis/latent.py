@@ -20,7 +20,8 @@ import torch
 from dgalign.algorithms.fgmix_policy import dirichlet_weights, gather
 from dgalign.analysis.loading import LoadedRun, RunData, take
 from dgalign.analysis.objective import policy_mixes
-from dgalign.analysis.plotting import embed_2d, pyplot
+from dgalign.analysis.plotting import embed_2d
+from dgalign.utils.plotting import pyplot
 
 
 @dataclass

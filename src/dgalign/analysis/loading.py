@@ -18,10 +18,10 @@ import torch
 
 from dgalign import algorithms
 from dgalign.algorithms import Algorithm
+from dgalign.algorithms.spaces import resolve_hparams
 from dgalign.data import MultipleEnvironmentDataset, get_dataset_class
 from dgalign.data.splits import Subset, split_environment
 from dgalign.errors import RunDirError
-from dgalign.hparams import resolve_hparams
 from dgalign.train.state import CHECKPOINT_FORMAT, rng_state, set_rng_state
 from dgalign.train.swa import CHECKPOINT_KEY
 from dgalign.utils.io import digest_path, read_verified_torch

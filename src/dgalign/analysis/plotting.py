@@ -1,19 +1,9 @@
-"""Plot helpers shared by the analyses: matplotlib with the Agg backend (no display), and a
-2-D embedding (t-SNE when scikit-learn is installed, PCA otherwise)."""
+"""A 2-D embedding for the analyses' plots (t-SNE when scikit-learn is installed, PCA
+otherwise); matplotlib itself comes from `dgalign.utils.plotting`."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def embed_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:

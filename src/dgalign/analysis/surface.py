@@ -22,8 +22,8 @@ import torch
 from dgalign.algorithms import Algorithm
 from dgalign.analysis.loading import load_source
 from dgalign.analysis.objective import Objective, get_vector, set_vector
-from dgalign.analysis.plotting import pyplot
 from dgalign.errors import ConfigError
+from dgalign.utils.plotting import pyplot
 
 
 @dataclass

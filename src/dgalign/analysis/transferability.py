@@ -7,7 +7,7 @@ target T: for every delta, starting at theta = theta*, repeat `rounds` times
     (normalised ascent, eta = `step_frac`), then project theta onto ||theta - theta*|| <= delta;
 and report the target accuracy at the theta with the largest gap L_Si - L_Sj seen (the
 worst case found). theta is all head parameters, flattened together; L is the head loss of
-`algorithms.hessian.head_loss` (cross-entropy, or BCE for one logit). A model whose source
+`curvature.risk.mean_loss` (cross-entropy, or BCE for one logit). A model whose source
 Hessians are aligned keeps its target accuracy as delta grows.
 
 Models: DomainBed-style run dirs (model.pt; rebuilt by `analysis.loading`, sources = the
@@ -28,9 +28,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dgalign.algorithms.hessian import head_loss
+from dgalign.curvature.risk import mean_loss
 from dgalign.errors import ConfigError, RunDirError
-from dgalign.utils.io import atomic_write_bytes, atomic_write_json
+from dgalign.utils.io import atomic_write_json
+from dgalign.utils.plotting import pyplot, save_png
+from dgalign.utils.tensors import flatten
 
 Domain = tuple[Tensor, Tensor]  # features [n, d], labels
 
@@ -41,15 +43,11 @@ def head_accuracy(logits: Tensor, y: Tensor) -> float:
     return float((pred == y.reshape(-1).long()).float().mean())
 
 
-def _flat(params: list[Tensor]) -> Tensor:
-    return torch.cat([p.reshape(-1) for p in params])
-
-
 def project_(params: list[Tensor], star: list[Tensor], delta: float) -> float:
     """In place: theta <- theta* + (theta - theta*) min(1, delta / ||theta - theta*||);
     returns the distance after projecting."""
     with torch.no_grad():
-        dist = float(_flat([p - s for p, s in zip(params, star, strict=True)]).norm())
+        dist = float(flatten([p - s for p, s in zip(params, star, strict=True)]).norm())
         if dist > delta:
             scale = delta / dist
             for p, s in zip(params, star, strict=True):
@@ -88,7 +86,7 @@ def attack_head(
     star = [p.detach().clone() for p in params]
 
     def losses() -> list[Tensor]:
-        return [head_loss(work(z), y) for z, y in sources]
+        return [mean_loss(work(z), y) for z, y in sources]
 
     with torch.no_grad():
         first = losses()
@@ -99,11 +97,11 @@ def attack_head(
             vals = torch.stack(losses())
         i, j = int(vals.argmax()), int(vals.argmin())
         for _ in range(steps):
-            gap = head_loss(work(sources[i][0]), sources[i][1]) - head_loss(
+            gap = mean_loss(work(sources[i][0]), sources[i][1]) - mean_loss(
                 work(sources[j][0]), sources[j][1]
             )
             grads = torch.autograd.grad(gap, params)
-            norm = float(_flat(list(grads)).norm())
+            norm = float(flatten(list(grads)).norm())
             if norm == 0.0:
                 break
             with torch.no_grad():
@@ -119,11 +117,11 @@ def attack_head(
         for p, b in zip(params, best, strict=True):
             p.copy_(b)
         logits = work(target[0])
-        dist = float(_flat([p - s for p, s in zip(params, star, strict=True)]).norm())
+        dist = float(flatten([p - s for p, s in zip(params, star, strict=True)]).norm())
         return AttackResult(
             delta,
             head_accuracy(logits, target[1]),
-            float(head_loss(logits, target[1])),
+            float(mean_loss(logits, target[1])),
             best_gap,
             dist,
         )
@@ -242,7 +240,7 @@ def transferability(
         raise ConfigError("rounds and steps must be at least 1 and step_frac positive")
     curves: dict[str, Curve] = {}
     for label, head, sources, targets in find_models(run_dir, data_dir, max_samples):
-        norm = float(_flat([p.detach() for p in head.parameters()]).norm())
+        norm = float(flatten([p.detach() for p in head.parameters()]).norm())
         for tname, target in targets.items():
             key = f"{label} ({tname})"
             curve = curves.setdefault(key, Curve([], []))
@@ -266,13 +264,7 @@ def write_transferability(curves: dict[str, Curve], deltas: list[float], out: Pa
 
 
 def _plot(summary: dict, deltas: list[float], path: Path, title: str) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, s in summary.items():
         ax.errorbar(
@@ -288,7 +280,5 @@ def _plot(summary: dict, deltas: list[float], path: Path, title: str) -> None:
     ax.set_ylabel("target accuracy after attack (%)")
     ax.set_title(f"Transferability attack: {title}", fontsize=8)
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    save_png(fig, path)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())

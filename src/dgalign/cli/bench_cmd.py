@@ -1,11 +1,12 @@
 """`dgalign bench curvature`: step time and peak memory of the curvature-alignment methods
-next to ERM (see `dgalign.bench.curvature`)."""
+next to ERM (`dgalign.bench.curvature`); `dgalign bench cmnist-step`: the Colored MNIST rows'
+training step against ERM and a preallocated-GEMM bound (`dgalign.bench.cmnist_step`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from dgalign.bench import curvature
+from dgalign.bench import cmnist_step, curvature
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     curvature.add_arguments(cur)
     cur.set_defaults(handler=run_curvature)
+    step = benches.add_parser(
+        "cmnist-step",
+        help="Colored MNIST training step of every row vs ERM and the GEMM bound",
+        description=cmnist_step.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmnist_step.add_arguments(step)
+    step.set_defaults(handler=cmnist_step.run)
 
 
 def run_curvature(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.cli.train_cmd import add_logger_option
 from dgalign.experiments.cmnist_data import SPLITS, DataConfig
-from dgalign.experiments.cmnist_penalties import ABLATIONS, MEANS, METHODS
+from dgalign.experiments.cmnist_rows import ABLATIONS, MEAN_TERMS, METHODS
 from dgalign.utils.progress import add_progress_flag
 
 DEFAULT_EPS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2]
@@ -87,7 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     cm.add_argument(
         "--mean-term",
-        choices=MEANS,
+        choices=MEAN_TERMS,
         default="envs",
         help="mean terms from the mean of env losses (scripts) or the pooled loss",
     )

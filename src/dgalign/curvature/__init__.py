@@ -9,6 +9,12 @@ softmax cross-entropy (C >= 2) or sigmoid BCE (C = 1, p = sigmoid):
 Generic autograd versions for any parameters: H v = grad(g . v), Hutchinson
 diag(H) ~ mean_k r_k * (H r_k), HGP H g = ||g|| grad ||g||, per-sample gradients by torch.func.
 Everything keeps the autograd graph, so penalties built from it train the featurizer.
+
+The penalties of a linear head run as closed-form kernels, each one autograd node with the
+head's logits (closed-form forward and backward; `moments`, `hvp`, `forms`), combined in
+`penalties` (HGP, Hutchinson, exact diagonal and its expected-probes term, CMA, Fishr) and
+`risk` (IRM, V-REx from the logits); `reference` computes every one of them by plain autograd,
+the float64 oracle of the tests.
 """
 
 from dgalign.curvature.autodiff import (
@@ -17,6 +23,7 @@ from dgalign.curvature.autodiff import (
     hutchinson_diag,
     per_sample_grads,
 )
+from dgalign.curvature.forms import hessian_forms
 from dgalign.curvature.gram import (
     head_hessian_distance,
     head_hessian_inner,
@@ -30,6 +37,8 @@ from dgalign.curvature.head import (
     head_hessian_diag,
     head_per_sample_gradients,
 )
+from dgalign.curvature.hvp import head_hgp, head_hutchinson_probes
+from dgalign.curvature.moments import head_moments
 
 __all__ = [
     "head_gradient",
@@ -40,7 +49,11 @@ __all__ = [
     "head_hessian_offdiag_sq_norm",
     "head_hessian_offdiag_sq_norm_of_mean",
     "head_hessian_sq_norm",
+    "head_hgp",
+    "head_hutchinson_probes",
+    "head_moments",
     "head_per_sample_gradients",
+    "hessian_forms",
     "hessian_gradient_product",
     "hessian_vector_product",
     "hutchinson_diag",

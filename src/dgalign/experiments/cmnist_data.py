@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from dgalign.errors import ConfigError
+from dgalign.experiments.cmnist_model import init_restart
 
 TRAIN_POOL = 50_000
 COLOR_FLIP = {"env0": 0.2, "env1": 0.1, "test": 0.9, "gray": 0.9}
@@ -171,3 +172,18 @@ def load_mnist_train(data_dir: str | None) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(np.asarray(arrays.train_images)), torch.from_numpy(
         np.asarray(arrays.train_labels)
     ).long()
+
+
+def generate_restarts(
+    seed: int, config: DataConfig, hidden: int, data_dir: str | None, count: int
+) -> tuple[list[RestartData], list[dict]]:
+    """Environments and initial weights of restarts 0..count-1, drawn in order from one NumPy
+    RandomState and one torch generator seeded with `seed` (as the scripts seed once)."""
+    images, digits = load_mnist_train(data_dir)
+    np_rng = np.random.RandomState(seed)
+    gen = torch.Generator().manual_seed(seed)
+    data, inits = [], []
+    for _ in range(count):
+        data.append(build_restart(images, digits, config, np_rng, gen))
+        inits.append(init_restart(gen, hidden))
+    return data, inits

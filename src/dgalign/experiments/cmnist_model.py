@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 IN_DIM = 2 * 14 * 14
@@ -70,6 +71,16 @@ def features(params: dict, x: Tensor) -> Tensor:
 def head(params: dict, z: Tensor) -> Tensor:
     """Logits z w3 + b3, [R, n, H] -> [R, n, 1]."""
     return torch.baddbmm(params["b3"], z, params["w3"])
+
+
+def bce(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean binary cross-entropy with logits per restart: logits [R, n, 1], y [R, n] -> [R]."""
+    return F.binary_cross_entropy_with_logits(logits[..., 0], y, reduction="none").mean(-1)
+
+
+def sign_accuracy(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-restart accuracy of the rule logit > 0, [R]."""
+    return ((logits[..., 0] > 0).to(y.dtype) == y).to(y.dtype).mean(-1)
 
 
 def squared_norm(params: dict, biases: bool = True) -> Tensor:

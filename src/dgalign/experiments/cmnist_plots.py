@@ -7,29 +7,14 @@ their mean; the dashed line marks the penalty switch. FGSM (Fig 5): test accurac
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
 from dgalign.errors import ConfigError
-from dgalign.utils.io import atomic_write_bytes
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+from dgalign.utils.plotting import pyplot, save_png
+from dgalign.utils.text import slug
 
 
 def _series(recs: list[dict]) -> dict[str, np.ndarray | list]:
@@ -66,9 +51,7 @@ def _panels(axes, name: str, recs: list[dict], color, anneal: int, thin: bool = 
 
 def write_plots(root: Path, records: dict[str, list[dict]], fgsm: dict, head: str, anneal: int):
     """Per-method dynamics, all methods' dynamics, FGSM curves; returns the file names."""
-    from dgalign.experiments.cmnist_run import slug
-
-    plt = _pyplot()
+    plt = pyplot()
     colors = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors
     names = []
     for i, (name, recs) in enumerate(records.items()):
@@ -76,7 +59,7 @@ def write_plots(root: Path, records: dict[str, list[dict]], fgsm: dict, head: st
         _panels(axes, name, recs, colors[i % len(colors)], anneal)
         fig.suptitle(f"{head}: {name} ({len(recs)} restarts)", fontsize=10)
         file = f"dynamics_{slug(name)}.png"
-        _save(fig, root / file)
+        save_png(fig, root / file)
         plt.close(fig)
         names.append(file)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -90,7 +73,7 @@ def write_plots(root: Path, records: dict[str, list[dict]], fgsm: dict, head: st
         bbox_to_anchor=(0.87, 0.5),
         fontsize=8,
     )
-    _save(fig, root / "dynamics.png")
+    save_png(fig, root / "dynamics.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, res) in enumerate(fgsm.items()):
@@ -110,7 +93,7 @@ def write_plots(root: Path, records: dict[str, list[dict]], fgsm: dict, head: st
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(head.replace(" — ", "\n") + "\nFGSM on the test environment", fontsize=9)
-    _save(fig, root / "fgsm.png")
+    save_png(fig, root / "fgsm.png")
     plt.close(fig)
     return ["dynamics.png", *names, "fgsm.png"]
 
@@ -127,7 +110,7 @@ def _load(root: Path) -> tuple[dict[str, list[dict]], dict]:
 def fig4(balanced: Path, labelshift: Path, out: Path, methods: list[str] | None = None) -> None:
     """Hessian distance per step, balanced (solid) vs label shift (dashed), of `methods`
     (default: HGP and Hutchinson, as the paper's Fig 4) present in both dirs."""
-    plt = _pyplot()
+    plt = pyplot()
     bal, cfg_b = _load(balanced)
     shf, cfg_s = _load(labelshift)
     quick = cfg_b.get("quick") or cfg_s.get("quick")
@@ -147,5 +130,5 @@ def fig4(balanced: Path, labelshift: Path, out: Path, methods: list[str] | None 
     ax.set_ylabel("||H_0 - H_1||_F")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(("QUICK — " if quick else "") + "Hessian distance, no shift vs label shift")
-    _save(fig, out)
+    save_png(fig, out)
     plt.close(fig)

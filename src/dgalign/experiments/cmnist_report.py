@@ -17,27 +17,23 @@ import numpy as np
 import torch
 
 from dgalign.experiments import cmnist_model as M
-from dgalign.experiments.cmnist_penalties import bce
+from dgalign.experiments import cmnist_plots as plots
+from dgalign.experiments.cmnist_data import generate_restarts
+from dgalign.experiments.cmnist_layout import restart_files, restart_paths
+from dgalign.experiments.cmnist_model import bce, sign_accuracy
 from dgalign.experiments.cmnist_reference import GRAY, PAPER, TIME_100_STEPS
-from dgalign.experiments.cmnist_train import accuracy, stack_env
+from dgalign.experiments.cmnist_train import stack_env
 from dgalign.experiments.fgsm import fgsm_accuracy
 from dgalign.utils.io import atomic_write_json, atomic_write_text
 
 QUICK_NOTE = "QUICK (not the protocol: 5,000 images per env, 201 steps, switch at 75)"
 
 
-def _restart_files(root: Path, name: str) -> list[Path]:
-    from dgalign.experiments.cmnist_run import slug
-
-    files = sorted((root / slug(name)).glob("restart*.json"), key=lambda p: int(p.stem[7:]))
-    return files
-
-
 def load_records(root: Path, methods: list[str], restarts: int) -> dict[str, list[dict]]:
     """{method: records of its saved restarts 0..restarts-1} (methods with none left out)."""
     out = {}
     for name in methods:
-        recs = [json.loads(p.read_text()) for p in _restart_files(root, name)]
+        recs = [json.loads(p.read_text()) for p in restart_files(root, name)]
         recs = [r for r in recs if r["restart"] < restarts]
         if recs:
             out[name] = recs
@@ -151,8 +147,6 @@ def cost_table(records: dict[str, list[dict]]) -> tuple[str, dict]:
 
 def fgsm_results(root: Path, config, records: dict[str, list[dict]], data) -> dict[str, dict]:
     """{method: {eps: [acc per restart]}} on each restart's test env (`data[k]`)."""
-    from dgalign.experiments.cmnist_run import restart_paths
-
     out = {}
     for name, recs in records.items():
         ks = [r["restart"] for r in recs]
@@ -164,7 +158,7 @@ def fgsm_results(root: Path, config, records: dict[str, list[dict]], data) -> di
         accs = fgsm_accuracy(
             lambda inp, p=params: M.head(p, M.features(p, inp)),
             lambda lg, t: bce(lg, t).sum(),
-            accuracy,
+            sign_accuracy,
             x,
             y,
             config.fgsm_eps,
@@ -195,8 +189,6 @@ def fgsm_table(results: dict[str, dict]) -> str:
 
 def write_report(root: Path, config) -> Path:
     """Write report.md, summary.json and the PNGs of the run dir `root`; returns `root`."""
-    from dgalign.experiments import cmnist_plots as plots
-
     root = Path(root)
     records = load_records(root, config.methods, config.restarts)
     variant = "labelshift" if config.data.label_shift else "balanced"
@@ -210,9 +202,10 @@ def write_report(root: Path, config) -> Path:
         return root
     acc, acc_summary = accuracy_table(records, variant, config.quick)
     cost, cost_summary = cost_table(records)
-    from dgalign.experiments.cmnist_run import generate
-
-    data, _ = generate(config, max(r["restart"] for recs in records.values() for r in recs) + 1)
+    count = max(r["restart"] for recs in records.values() for r in recs) + 1
+    data, _ = generate_restarts(
+        config.seed, config.data, config.protocol.hidden, config.data_dir, count
+    )
     fgsm = fgsm_results(root, config, records, data)
     p = config.protocol
     parts += [
@@ -253,6 +246,4 @@ def write_report(root: Path, config) -> Path:
 
 def plot_fig4(balanced: Path, labelshift: Path, out: Path, methods: list[str] | None = None):
     """Fig 4: the training envs' Hessian distance per step, balanced vs label shift."""
-    from dgalign.experiments import cmnist_plots as plots
-
     plots.fig4(balanced, labelshift, out, methods)

@@ -12,7 +12,8 @@ restarts whose training envs differ in size, which happens only with label shift
 sub-sampled pool, go in separate batches).
 Restart k's data and initial weights depend only on (seed, k): all restarts' environments and
 weights are drawn in order from one seeded stream before training. Hutchinson's probes come
-from torch's global RNG, seeded per batch by (seed, method, restarts in the batch).
+from torch's global RNG, seeded per batch by (seed, method, restarts in the batch). Each
+method is a table row of `cmnist_rows`: a registered algorithm and its overrides.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import dataclasses
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from dgalign.errors import ConfigError, RunDirError
-from dgalign.experiments.cmnist_data import DataConfig, RestartData, build_restart, load_mnist_train
-from dgalign.experiments.cmnist_model import init_restart
-from dgalign.experiments.cmnist_penalties import ABLATIONS, METHODS, Method
+from dgalign.experiments.cmnist_data import DataConfig, RestartData, generate_restarts
+from dgalign.experiments.cmnist_layout import method_dir, restart_paths
+from dgalign.experiments.cmnist_report import write_report
+from dgalign.experiments.cmnist_rows import MEAN_TERMS, METHODS, Row, all_rows
 from dgalign.experiments.cmnist_train import QUICK, Protocol, train_restarts
 from dgalign.tracking import check_loggers
 from dgalign.train.config import check_count, check_seed
@@ -78,16 +79,6 @@ class ReproduceConfig:
         }
 
 
-def all_methods() -> dict[str, Method]:
-    """The main rows and the alpha/beta ablation rows, by name."""
-    return {**METHODS, **ABLATIONS}
-
-
-def slug(name: str) -> str:
-    """A directory name for a method: HGP(alpha=0) -> HGP_alpha0."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", name.replace("=", "")).strip("_")
-
-
 def quick_config(config: ReproduceConfig) -> ReproduceConfig:
     """The QUICK variant: 5,000 images per env, 201 steps with the switch at 75, 2 restarts."""
     return dataclasses.replace(
@@ -101,7 +92,7 @@ def quick_config(config: ReproduceConfig) -> ReproduceConfig:
 
 def check_config(config: ReproduceConfig) -> None:
     """ConfigError (one line) for arguments that cannot work."""
-    known = all_methods()
+    known = all_rows()
     for name in config.methods:
         if name not in known:
             raise ConfigError(f"unknown method {name!r}; valid: {', '.join(known)}")
@@ -114,6 +105,8 @@ def check_config(config: ReproduceConfig) -> None:
     for eps in config.fgsm_eps:
         if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < math.inf:
             raise ConfigError(f"--fgsm-eps values must be finite numbers >= 0, got {eps!r}")
+    if config.mean not in MEAN_TERMS:
+        raise ConfigError(f"--mean-term must be one of {MEAN_TERMS}, got {config.mean!r}")
     if config.dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype must be float32 or float64, got {config.dtype!r}")
     resolve_device(str(config.device))  # ConfigError for a bad device or CUDA without a GPU
@@ -138,22 +131,10 @@ def claim(config: ReproduceConfig) -> Path:
 
 
 def generate(config: ReproduceConfig, count: int) -> tuple[list[RestartData], list[dict]]:
-    """Environments and initial weights of restarts 0..count-1, drawn in order from one NumPy
-    RandomState and one torch generator seeded with `seed` (as the scripts seed once)."""
-    images, digits = load_mnist_train(config.data_dir)
-    np_rng = np.random.RandomState(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    data, inits = [], []
-    for _ in range(count):
-        data.append(build_restart(images, digits, config.data, np_rng, gen))
-        inits.append(init_restart(gen, config.protocol.hidden))
-    return data, inits
-
-
-def restart_paths(root: Path, method: str, k: int) -> tuple[Path, Path]:
-    """(JSON, weights) of restart k of `method`."""
-    base = root / slug(method)
-    return base / f"restart{k}.json", base / f"restart{k}.pt"
+    """Environments and initial weights of restarts 0..count-1 (`generate_restarts`)."""
+    return generate_restarts(
+        config.seed, config.data, config.protocol.hidden, config.data_dir, count
+    )
 
 
 def batches(todo: list[int], data: list[RestartData], chunk: int) -> list[list[int]]:
@@ -169,7 +150,7 @@ def batches(todo: list[int], data: list[RestartData], chunk: int) -> list[list[i
     return out
 
 
-def train_method(config: ReproduceConfig, root: Path, method: Method, data, inits) -> list[dict]:
+def train_method(config: ReproduceConfig, root: Path, method: Row, data, inits) -> list[dict]:
     """Train the missing restarts of `method` (in chunks) and return all requested records."""
     todo = [
         k for k in range(config.restarts) if not restart_paths(root, method.name, k)[0].exists()
@@ -217,17 +198,15 @@ def train_method(config: ReproduceConfig, root: Path, method: Method, data, init
         json.loads(restart_paths(root, method.name, k)[0].read_text())
         for k in range(config.restarts)
     ]
-    atomic_write_json(root / slug(method.name) / "results.json", {"restarts": records})
+    atomic_write_json(method_dir(root, method.name) / "results.json", {"restarts": records})
     return records
 
 
 def run_reproduction(config: ReproduceConfig) -> Path:
     """Train (resuming) every requested method, then write the report; returns the run dir."""
-    from dgalign.experiments.cmnist_report import write_report
-
     check_config(config)
     root = claim(config)
-    methods = all_methods()
+    methods = all_rows()
     missing = [
         m
         for m in config.methods

@@ -1,16 +1,19 @@
-"""Training R restarts of one method at once, the Colored MNIST scripts' loop.
+"""Training R restarts of one table row at once, the Colored MNIST scripts' loop.
 
 Per step t (full batch, all envs' images every step), for every restart r:
     loss_r = mean_e L_e + l2 * ||theta_r||^2 + w_t P_r,   w_t = W if t >= anneal else 1,
     loss_r /= w_t when w_t > 1 (the whole loss rescaled, as in the scripts; ERM: no penalty);
 Adam (lr 0.00049) on sum_r loss_r, whose gradient w.r.t. restart r's slices is grad loss_r.
 ||theta||^2 covers weights and biases (`l2_biases`; the scripts loop over `mlp.parameters()`).
+P_r = sum_k weight_k term_k is the row's registered algorithm's penalty (`head_penalties`,
+with the row's hyper-parameters, see `cmnist_rows`); w_t is the protocol's `PenaltySchedule`.
 
 What is batched: everything. The R restarts' data are stacked ([R, n, 392]); the two hidden
 layers run as `cmnist_model.Body` (batched products with folded biases and a hand-written
-backward into reused buffers); the head, the losses and the penalties run under autograd from
-the features z (a leaf), batched as `cmnist_penalties` describes; Body.backward then takes
-dL/dz down to the hidden layers. `step_times` are the wall time of these training steps.
+backward into reused buffers); the head and its penalties are one closed-form autograd node of
+`dgalign.curvature` on the features z (a leaf) with a leading restart dim, the losses plain
+autograd; Body.backward then takes dL/dz down to the hidden layers. `step_times` are the wall
+time of these training steps.
 
 Every `dynamics_every` steps and at the last step, with the weights before that step's update
 (as the scripts report them): test accuracy and loss, gray-test accuracy, and the exact
@@ -27,10 +30,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from dgalign.algorithms.schedule import PenaltySchedule
 from dgalign.curvature import head_hessian_distance
 from dgalign.experiments import cmnist_model as M
 from dgalign.experiments.cmnist_data import RestartData
-from dgalign.experiments.cmnist_penalties import Batch, Method, bce, penalty
+from dgalign.experiments.cmnist_model import bce, sign_accuracy
+from dgalign.experiments.cmnist_rows import Row
 from dgalign.utils.progress import progress_bar
 
 
@@ -46,9 +51,16 @@ class Protocol:
     l2_biases: bool = True
     hidden: int = M.HIDDEN
 
+    def schedule(self) -> PenaltySchedule:
+        """w_t = 1 before `anneal_iters`, then `penalty_weight`, the loss divided by w_t > 1,
+        no optimizer reset."""
+        return PenaltySchedule(
+            self.anneal_iters, self.penalty_weight, before=1.0, reset_optimizer=False, rescale=True
+        )
+
     def weight(self, step: int) -> float:
         """Penalty weight w_t: 1 before `anneal_iters`, then `penalty_weight`."""
-        return self.penalty_weight if step >= self.anneal_iters else 1.0
+        return self.schedule().weight(step)
 
 
 QUICK = Protocol(steps=201, anneal_iters=75)
@@ -70,11 +82,6 @@ def stack_env(restarts: list[RestartData], name: str, dtype, device) -> tuple[Te
     return x, y
 
 
-def accuracy(logits: Tensor, y: Tensor) -> Tensor:
-    """Per-restart accuracy of the rule logit > 0, [R]."""
-    return ((logits[..., 0] > 0).to(y.dtype) == y).to(y.dtype).mean(-1)
-
-
 class _Trace:
     """Per-step values, kept as [R] tensors and turned into lists at the end."""
 
@@ -94,22 +101,42 @@ def evaluate(params: dict, xs: tuple[Tensor, ...], ys: tuple[Tensor, ...]) -> di
     test = M.head(params, M.features(params, xs[0]))
     gray = M.head(params, M.features(params, xs[1]))
     return {
-        "test_acc": accuracy(test, ys[0]),
+        "test_acc": sign_accuracy(test, ys[0]),
         "test_loss": bce(test, ys[0]),
-        "gray_acc": accuracy(gray, ys[1]),
+        "gray_acc": sign_accuracy(gray, ys[1]),
     }
 
 
-def hessian_distance(batch: Batch) -> Tensor:
+def hessian_distance(zs: list[Tensor], logits: list[Tensor]) -> Tensor:
     """Exact ||H_0 - H_1||_F of the head Hessians of the two training envs, per restart."""
     fn = torch.func.vmap(head_hessian_distance)
-    return fn(batch.zs[0], batch.logits[0], batch.zs[1], batch.logits[1])
+    return fn(zs[0], logits[0], zs[1], logits[1])
+
+
+class _Penalty:
+    """The row's penalty on the batched head: P = sum_k weight_k term_k (None for ERM)."""
+
+    def __init__(self, row: Row, label_shift: bool, mean: str) -> None:
+        self.cls = row.cls
+        self.hparams = row.hparams(label_shift, mean)
+        self.active = hasattr(self.cls, "head_penalties")
+        if self.active:
+            self.weights = self.cls.term_weights(self.hparams, 1)
+
+    def __call__(
+        self, params: dict, z: Tensor, y: Tensor, sizes: list[int]
+    ) -> tuple[Tensor, Tensor | None]:
+        if not self.active:
+            return M.head(params, z), None
+        weight, bias = params["w3"].mT, params["b3"][:, 0]
+        logits, terms = self.cls.head_penalties(z, weight, bias, y, sizes, self.hparams)
+        return logits, sum(self.weights[k] * v for k, v in terms.items())
 
 
 def train_restarts(
     restarts: list[RestartData],
     inits: list[dict],
-    method: Method,
+    method: Row,
     proto: Protocol,
     *,
     label_shift: bool = False,
@@ -120,12 +147,16 @@ def train_restarts(
     progress: bool | None = None,
     desc: str = "",
 ) -> Trained:
-    """Train every restart of `restarts` (initial weights `inits`) with `method`; module doc."""
+    """Train every restart of `restarts` (initial weights `inits`) with the table row `method`
+    (module docstring)."""
     device = torch.device(device)
     x_tr = [stack_env(restarts, e, dtype, device) for e in ("env0", "env1")]
     sizes = [x.shape[1] for x, _ in x_tr]
     x_train = torch.cat([x for x, _ in x_tr], 1)
     ys = [y for _, y in x_tr]
+    y_train = torch.cat(ys, 1)
+    penalty = _Penalty(method, label_shift, mean)
+    schedule = proto.schedule()
     x_eval, y_eval = zip(
         *(stack_env(restarts, e, dtype, device) for e in ("test", "gray")), strict=True
     )
@@ -142,34 +173,29 @@ def train_restarts(
         if step % dynamics_every == 0 or step == proto.steps - 1:
             before = {k: v.detach().clone() for k, v in params.items()}
         z = body.forward(params).requires_grad_()  # a leaf: the body's backward is by hand
-        logits = M.head(params, z)
+        logits, pen = penalty(params, z, y_train, sizes)
         zs, lgs = list(z.split(sizes, 1)), list(logits.split(sizes, 1))
         nlls = [bce(lg, y) for lg, y in zip(lgs, ys, strict=True)]
-        batch = Batch(zs, lgs, ys, nlls, (params["w3"], params["b3"]))
-        weight = proto.weight(step)
         nll = torch.stack(nlls).mean(0)
-        loss = nll + proto.l2 * M.squared_norm(params, proto.l2_biases)
-        pen = torch.zeros_like(nll)
-        if method.kind != "erm":
-            pen = penalty(method, batch, label_shift, mean)
-            loss = loss + weight * pen
-            if weight > 1.0:
-                loss = loss / weight
+        loss = schedule.objective(
+            nll + proto.l2 * M.squared_norm(params, proto.l2_biases), pen, step
+        )
+        pen = torch.zeros_like(nll) if pen is None else pen
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
         body.backward(params, z.grad)
         optimizer.step()
         times.append(time.perf_counter() - start)
         trace.add(
-            env0_acc=accuracy(lgs[0], ys[0]),
-            env1_acc=accuracy(lgs[1], ys[1]),
+            env0_acc=sign_accuracy(lgs[0], ys[0]),
+            env1_acc=sign_accuracy(lgs[1], ys[1]),
             train_nll=nll,
             penalty=pen,
         )
         if step % dynamics_every == 0 or step == proto.steps - 1:
             with torch.no_grad():  # the pre-update model (weights before this step's update)
                 dyn.add(
-                    hessian_distance=hessian_distance(batch), **evaluate(before, x_eval, y_eval)
+                    hessian_distance=hessian_distance(zs, lgs), **evaluate(before, x_eval, y_eval)
                 )
             hd_steps.append(step)
     bar.close()
@@ -182,6 +208,7 @@ def train_restarts(
         records.append(
             {
                 "method": method.name,
+                "algorithm": method.algorithm,
                 "final": final,
                 "per_step": per_step,
                 "dynamics": dynamics,

@@ -11,7 +11,6 @@ Runs with weight-average accuracies also plot "<algorithm> + SWA" (`runs.with_sw
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,24 +18,13 @@ from dgalign.report.runs import SWA_SUFFIX, Run, with_swa_runs
 from dgalign.report.tables import Table
 from dgalign.selection import n_envs
 from dgalign.sweep.state import JobState
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+from dgalign.utils.plotting import pyplot
+from dgalign.utils.text import slug
 
 
 def bar_chart(table: Table, path: Path) -> Path:
     """Grouped bars of one dataset table."""
-    plt = _pyplot()
+    plt = pyplot()
     n_alg = max(1, len(table.row_labels))
     width = 0.8 / n_alg
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table.col_labels) * max(1, n_alg / 2), 3.6))
@@ -87,7 +75,7 @@ def training_curves(
     algorithms = [n for a in algorithms for n in (a, a + SWA_SUFFIX) if not a.endswith(SWA_SUFFIX)]
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for algorithm in [a for a in algorithms if a in points]:
         steps = sorted(points[algorithm])
@@ -126,12 +114,14 @@ def write_plots(
         for table in tables:
             if table.dataset is None:
                 continue
-            name = f"accuracy_{table.method.key}_{_slug(table.dataset)}.png"
+            name = f"accuracy_{table.method.key}_{slug(table.dataset, '-')}.png"
             written.append(bar_chart(table, plot_dir / name))
             if table.dataset not in datasets:
                 datasets.append(table.dataset)
     for dataset in datasets:
-        path = training_curves(runs, dataset, algorithms, plot_dir / f"curves_{_slug(dataset)}.png")
+        path = training_curves(
+            runs, dataset, algorithms, plot_dir / f"curves_{slug(dataset, '-')}.png"
+        )
         if path is not None:
             written.append(path)
     return written

@@ -128,8 +128,8 @@ class SweepSpec:
     def validate(self) -> None:
         """Raise ConfigError (one line) for anything that cannot make a sweep."""
         from dgalign import algorithms
+        from dgalign.algorithms.spaces import resolve_hparams
         from dgalign.data import get_dataset_class
-        from dgalign.hparams import resolve_hparams
         from dgalign.tracking import check_loggers
         from dgalign.train.config import check_count, check_seed
 

@@ -1,0 +1,181 @@
+"""Shared pieces of the linear-head kernels: the input layout, row chunks and per-sample math.
+
+Layout: features z [..., N, d] of all domains one after another (domain e holds `sizes[e]` rows),
+head weight [..., C, d] and bias [..., C] (nn.Linear's layout), labels y [..., N] (class indices
+for C >= 2, 0/1 floats for one logit); the leading dims (restarts trained together) are
+flattened into one batch dim B. Per sample, with logits l = W z + b:
+    p = softmax(l) (C >= 2) or sigmoid(l) (C = 1),   r = p - y (one-hot y),
+    S = diag(p) - p p^T (C >= 2) or p (1 - p) (C = 1),   s = diag(S) = p (1 - p),
+and every vector of head parameters is a [C, D] matrix, D = d + 1, bias in the last column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: on the CPU, passes over the features go in chunks of rows of about this many entries, so
+#: the several products of a pass find their chunk in cache (one read of z from memory)
+CHUNK_ELEMENTS = 1 << 21
+
+
+@dataclass
+class Layout:
+    """Canonical views [B, N, d], [B, C, d], [B, C], [B, N] and the domain bounds."""
+
+    z: Tensor
+    weight: Tensor
+    bias: Tensor
+    y: Tensor
+    bounds: list[tuple[int, int]]
+    batch: tuple[int, ...]
+
+    @property
+    def num_logits(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.z.shape[2]
+
+    def rows(self, per_row: int) -> int:
+        """Rows per chunk when one row costs `per_row` entries (all rows off the CPU)."""
+        if self.z.device.type != "cpu":
+            return self.z.shape[1]
+        return max(16, CHUNK_ELEMENTS // max(1, self.z.shape[0] * per_row))
+
+    def chunks(self, e: int, rows: int) -> Iterator[tuple[int, int]]:
+        start, stop = self.bounds[e]
+        for a in range(start, stop, rows):
+            yield a, min(a + rows, stop)
+
+    def out(self, t: Tensor) -> Tensor:
+        """[B, ...] -> [*batch, ...]."""
+        return t.reshape(*self.batch, *t.shape[1:])
+
+
+def layout(z: Tensor, weight: Tensor, bias: Tensor, y: Tensor, sizes: Sequence[int]) -> Layout:
+    """Check the inputs of a head kernel (ValueError naming the problem) and flatten them."""
+    if z.dim() < 2 or weight.dim() != z.dim() or bias.dim() != z.dim() - 1:
+        raise ValueError(
+            f"expected z [..., N, d], weight [..., C, d], bias [..., C], got shapes "
+            f"{tuple(z.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}"
+        )
+    batch = tuple(z.shape[:-2])
+    n, d = z.shape[-2:]
+    c = weight.shape[-2]
+    if weight.shape != (*batch, c, d) or bias.shape != (*batch, c):
+        raise ValueError(
+            f"weight must be [..., C, {d}] and bias [..., C] with z's leading dims {batch}, "
+            f"got {tuple(weight.shape)}, {tuple(bias.shape)}"
+        )
+    if y.shape != (*batch, n):
+        raise ValueError(f"labels must have shape {(*batch, n)}, got {tuple(y.shape)}")
+    if c > 1 and (y.is_floating_point() or y.dtype == torch.bool):
+        raise ValueError(f"class labels must be an integer tensor for C = {c}, got {y.dtype}")
+    sizes = [int(s) for s in sizes]
+    if not sizes or min(sizes) < 1 or sum(sizes) != n:
+        raise ValueError(f"domain sizes {sizes} must be positive and sum to N = {n}")
+    if not z.is_floating_point():
+        raise ValueError(f"features must be floating point, got {z.dtype}")
+    b = 1
+    for size in batch:
+        b *= size
+    bounds, start = [], 0
+    for size in sizes:
+        bounds.append((start, start + size))
+        start += size
+    dtype = compute_dtype(z, weight)
+    labels = y.reshape(b, n)
+    if c == 1:
+        labels = labels.to(dtype)
+    return Layout(
+        z.reshape(b, n, d).to(dtype),
+        weight.reshape(b, c, d).to(dtype),
+        bias.reshape(b, c).to(dtype),
+        labels,
+        bounds,
+        batch,
+    )
+
+
+def compute_dtype(z: Tensor, weight: Tensor) -> torch.dtype:
+    """The common floating dtype, at least float32 (curvature in half precision, e.g. under
+    autocast, loses the small Hessian entries)."""
+    dtype = torch.promote_types(z.dtype, weight.dtype)
+    return torch.promote_types(dtype, torch.float32)
+
+
+def probs(logits: Tensor) -> Tensor:
+    """p = softmax(logits) over the last dim, or sigmoid for one logit."""
+    return torch.sigmoid(logits) if logits.shape[-1] == 1 else torch.softmax(logits, -1)
+
+
+def residual(p: Tensor, y: Tensor) -> Tensor:
+    """r = p - y with y one-hot (class indices) or the 0/1 targets of one logit."""
+    if p.shape[-1] == 1:
+        return p - y[..., None]
+    return p.scatter_add(-1, y[..., None], p.new_full((*y.shape, 1), -1.0))
+
+
+def logit_vjp(p: Tensor, dp: Tensor) -> Tensor:
+    """dL/dl from dL/dp through p = softmax(l) (or sigmoid)."""
+    if p.shape[-1] == 1:
+        return dp * p * (1 - p)
+    return p * (dp - (dp * p).sum(-1, keepdim=True))
+
+
+def apply_s(p: Tensor, a: Tensor) -> Tensor:
+    """S a for vectors a [..., K, C] of every sample (p [..., C])."""
+    pe = p[..., None, :]
+    if p.shape[-1] == 1:
+        return pe * (1 - pe) * a
+    return pe * a - pe * (pe * a).sum(-1, keepdim=True)
+
+
+def apply_s_vjp(p: Tensor, a: Tensor, g: Tensor) -> Tensor:
+    """d/dp of sum_k <g_k, S(p) a_k> (a, g [..., K, C]): the derivative of S a through p."""
+    pe = p[..., None, :]
+    if p.shape[-1] == 1:
+        return (g * a).sum(-2) * (1 - 2 * p)
+    out = g * a - g * (pe * a).sum(-1, keepdim=True) - a * (pe * g).sum(-1, keepdim=True)
+    return out.sum(-2)
+
+
+def head_rows(
+    zc: Tensor, weight: Tensor, bias: Tensor, y: Tensor, logits: Tensor, p: Tensor, r: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits, p and r of a chunk of rows, written into the given views of the full arrays."""
+    torch.baddbmm(bias[:, None, :], zc, weight.mT, out=logits)
+    if logits.shape[-1] == 1:
+        torch.sigmoid(logits, out=p)
+        torch.sub(p, y[..., None], out=r)
+    else:
+        torch.softmax(logits, -1, out=p)
+        r.copy_(p).scatter_add_(-1, y[..., None], p.new_full((*y.shape, 1), -1.0))
+    return logits, p, r
+
+
+def with_bias(weight_part: Tensor, bias_part: Tensor) -> Tensor:
+    """[A, b] with the bias part as the last column: [..., C, d], [..., C] -> [..., C, d + 1]."""
+    return torch.cat([weight_part, bias_part[..., None]], -1)
+
+
+def augmented(zc: Tensor, buf: Tensor) -> Tensor:
+    """[zc, 1] written into (a prefix of) the chunk buffer `buf` [B, rows, d + 1]."""
+    out = buf[:, : zc.shape[1]]
+    out[..., :-1] = zc
+    out[..., -1] = 1
+    return out
+
+
+def linear_logits(z: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """z W^T + b for z [..., N, d], weight [..., C, d], bias [..., C] (one batched product)."""
+    if z.dim() == 2:
+        return torch.addmm(bias, z, weight.T)
+    batch, (n, d), c = z.shape[:-2], z.shape[-2:], weight.shape[-2]
+    out = torch.baddbmm(bias.reshape(-1, 1, c), z.reshape(-1, n, d), weight.reshape(-1, c, d).mT)
+    return out.reshape(*batch, n, c)

@@ -1,0 +1,157 @@
+"""The closed-form kernels (`moments`, `hvp`, `forms`) against autograd-differentiable explicit
+versions built from `curvature.head` (gradients, diagonals, full Hessians, per-sample
+gradients), float64: outputs and the gradients of random combinations w.r.t. z, W and b, for
+C in {1, 2, 7}, unequal domains, with and without a leading restart dim, rows in many chunks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dgalign.curvature import (
+    _head,
+    forms,
+    head_gradient,
+    head_hessian,
+    head_hessian_diag,
+    head_per_sample_gradients,
+)
+from dgalign.curvature.forms import hessian_forms
+from dgalign.curvature.hvp import head_hgp, head_hutchinson_probes
+from dgalign.curvature.moments import head_moments
+
+F64 = torch.float64
+SIZES = (5, 8, 3)
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch):
+    monkeypatch.setattr(_head, "CHUNK_ELEMENTS", 35)
+    monkeypatch.setattr(forms, "BLOCK_ELEMENTS", 36)
+
+
+def make(c, batch, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = sum(SIZES)
+    z = torch.randn(*batch, n, d, generator=g, dtype=F64).requires_grad_()
+    w = (0.7 * torch.randn(*batch, c, d, generator=g, dtype=F64)).requires_grad_()
+    b = torch.randn(*batch, c, generator=g, dtype=F64).requires_grad_()
+    if c == 1:
+        y = (torch.rand(*batch, n, generator=g) < 0.5).to(F64)
+    else:
+        y = torch.randint(0, c, (*batch, n), generator=g)
+    return z, w, b, y
+
+
+def per_restart(fn, batch):
+    """fn applied to each leading index (the explicit functions take one restart)."""
+    if not batch:
+        return fn
+    return lambda *a: torch.stack([fn(*(t[i] for t in a)) for i in range(a[0].shape[0])])
+
+
+def per_domain(fn, z, logits, y=None):
+    out, start = [], 0
+    for n in SIZES:
+        args = [z[..., start : start + n, :], logits[..., start : start + n, :]]
+        if y is not None:
+            args.append(y[..., start : start + n])
+        out.append(fn(*args))
+        start += n
+    return torch.stack(out, -3)
+
+
+def check(outs, refs, inputs):
+    g = torch.Generator().manual_seed(3)
+    coefs = [torch.randn(o.shape, generator=g, dtype=F64) for o in outs]
+    for o, r in zip(outs, refs, strict=True):
+        assert o.shape == r.shape
+        assert float(((o - r).abs().max() / r.abs().max()).detach()) < 1e-12
+    total = sum((o * k).sum() for o, k in zip(outs, coefs, strict=True))
+    got = torch.autograd.grad(total, inputs, retain_graph=True)
+    want = torch.autograd.grad(sum((r * k).sum() for r, k in zip(refs, coefs, strict=True)), inputs)
+    for a, b in zip(got, want, strict=True):
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-11
+
+
+@pytest.mark.parametrize("c", [1, 2, 7])
+@pytest.mark.parametrize("batch", [(), (2,)])
+@pytest.mark.parametrize("square", [None, "hessian_diag", "gradient_square"])
+@pytest.mark.parametrize("hessian", [False, True])
+def test_head_moments(c, batch, square, hessian):
+    z, w, b, y = make(c, batch)
+    outs = head_moments(z, w, b, y, SIZES, square, hessian)
+    logits = z @ w.mT + b[..., None, :]
+    refs = [logits, per_domain(per_restart(head_gradient, batch), z, logits, y)]
+    if square == "hessian_diag":
+        refs.append(per_domain(per_restart(head_hessian_diag, batch), z, logits))
+    elif square == "gradient_square":
+        second = per_restart(lambda *a: head_per_sample_gradients(*a).square().mean(0), batch)
+        refs.append(per_domain(second, z, logits, y))
+    if hessian:
+        refs.append(per_domain(per_restart(head_hessian, batch), z, logits))
+    check(outs, refs, (z, w, b))
+
+
+@pytest.mark.parametrize("c", [1, 2, 7])
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_head_hgp(c, batch):
+    z, w, b, y = make(c, batch)
+    mean_weights = [0.2, 0.5, 0.3]
+    outs = head_hgp(z, w, b, y, SIZES, mean_weights)
+    logits = z @ w.mT + b[..., None, :]
+    grads = per_domain(per_restart(head_gradient, batch), z, logits, y)
+    hess = per_domain(per_restart(head_hessian, batch), z, logits)
+    g_bar = sum(v * grads[..., e, :, :] for e, v in enumerate(mean_weights))
+
+    def prod(h, v):
+        return (h @ v.reshape(*v.shape[:-2], -1, 1)).reshape(v.shape)
+
+    t = torch.stack([prod(hess[..., e, :, :], grads[..., e, :, :]) for e in range(3)], -3)
+    u = torch.stack([prod(hess[..., e, :, :], g_bar) for e in range(3)], -3)
+    check(outs, [logits, grads, t, u], (z, w, b))
+
+
+@pytest.mark.parametrize("c", [1, 7])
+def test_head_hutchinson_probes_in_several_batches(c):
+    batch, m, d = (2,), 7, 4
+    z, w, b, y = make(c, batch, d)
+    seeds = [[11, 99], [12, 99], [13, 99]]
+    outs = head_hutchinson_probes(z, w, b, y, SIZES, seeds, m, batch_size=3)
+    logits = z @ w.mT + b[..., None, :]
+    grads = per_domain(per_restart(head_gradient, batch), z, logits, y)
+    hess = per_domain(per_restart(head_hessian, batch), z, logits)
+
+    def probes(seed):
+        gen = torch.Generator().manual_seed(seed)
+        parts = [
+            torch.randint(0, 2, (2, min(3, m - m0), c, d + 1), generator=gen).to(F64) * 2 - 1
+            for m0 in range(0, m, 3)
+        ]
+        return torch.cat(parts, 1)  # [B, m, C, D]
+
+    est = []
+    for e in range(3):
+        row = []
+        for s in seeds[e]:
+            p = probes(s)
+            hr = (hess[:, e, None] @ p.reshape(2, m, -1, 1)).reshape(p.shape)
+            row.append((p * hr).mean(1))
+        est.append(torch.stack(row, 1))
+    check(outs, [logits, grads, torch.stack(est, 1)], (z, w, b))
+
+
+@pytest.mark.parametrize("c", [1, 2, 7])
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_hessian_forms(c, batch):
+    z, w, _, _ = make(c, batch, d=3)
+    logits = z @ w.mT
+    weights = torch.randn(3, z.shape[-2], generator=torch.Generator().manual_seed(1), dtype=F64)
+    got = hessian_forms(z, logits, weights)
+
+    def forms_of(zz, ll):
+        per = [head_hessian(zz[i : i + 1], ll[i : i + 1]) for i in range(zz.shape[0])]
+        return torch.stack([sum(weights[k, i] * h for i, h in enumerate(per)) for k in range(3)])
+
+    hs = per_restart(forms_of, batch)(z, logits)
+    check([got], [hs.square().sum((-2, -1))], (z, w))
