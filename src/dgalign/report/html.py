@@ -223,16 +223,3 @@ def reproduction_page(root: str | Path) -> str:
 
     body = re.sub(r'<img alt="([^"]*)" src="([^"]+\.png)"\s*/?>', embed, body)
     return page(title, body)
-
-
-def is_reproduction(directory: str | Path) -> bool:
-    """Whether `directory` is a `dgalign reproduce cmnist` run directory."""
-    import json
-
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        return False
-    try:
-        return "identity" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False

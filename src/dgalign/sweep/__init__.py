@@ -5,9 +5,9 @@ the jobs that are not done; `dgalign.sweep.status` reports and cleans up. Ray an
 imported only when their launcher is used.
 """
 
+from dgalign.runs.state import JobState, run_state
 from dgalign.sweep.jobs import Job, SweepSpec, held_out_sets, job_hash
 from dgalign.sweep.launchers import LAUNCHERS, LauncherOptions, LaunchSummary, make_launcher
-from dgalign.sweep.state import JobState, run_state
 
 __all__ = [
     "LAUNCHERS",

@@ -22,9 +22,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dgalign.runs.launch import record_attempt
 from dgalign.sweep.jobs import Job
 from dgalign.sweep.processes import JobProcess, start_process
-from dgalign.sweep.state import record_attempt
 
 # What `dgalign train` prints when another process runs the job / has finished it.
 BUSY_MESSAGE = "is being run by"

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dgalign.errors import ConfigError
+from dgalign.runs.launch import claim_launch, release_launch
+from dgalign.runs.state import live_owner
 from dgalign.sweep.execute import ALREADY_DONE, BUSY, COMPLETED, FAILED, Outcome
 from dgalign.sweep.jobs import Job
-from dgalign.sweep.state import claim_launch, live_owner, release_launch
 
 LAUNCHERS = ("local", "ray", "slurm", "dummy")
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dgalign.errors import RunDirError
-from dgalign.train.rundir import RESTART_HINT
+from dgalign.runs.directory import RESTART_HINT
 from dgalign.utils.io import atomic_torch_save, read_verified_torch
 
 CHECKPOINT_FORMAT = "dgalign-checkpoint-1"
