@@ -215,6 +215,13 @@ def load_source(spec: str, data_dir: str | None = None) -> tuple[LoadedRun, Algo
     return run, run.algorithm, label
 
 
+def trained_policy(spec: str) -> LoadedRun:
+    """The run whose policy makes FGMix mixes for weight source `spec`: its trained model even
+    when `spec` names the weight average (the paper mixes with the policy of the last
+    iteration)."""
+    return load_run(spec.removesuffix(":swa"))
+
+
 def unique_labels(labels: list[str]) -> list[str]:
     """Labels made unique by numbering repeats ("ERM", "ERM #2", ...)."""
     out: list[str] = []

@@ -256,6 +256,31 @@ def transferability(
     return curves
 
 
+def analyze_transferability(
+    run_dir: str | Path,
+    deltas: list[float],
+    rounds: int = 5,
+    steps: int = 20,
+    step_frac: float = 0.2,
+    max_samples: int = 5000,
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+    report: Callable[[str], None] = lambda _: None,
+) -> tuple[dict[str, Curve], Path]:
+    """`transferability` of `run_dir` (`max_samples` 0: every row), written by
+    `write_transferability` into `out` (default: the run directory); returns the curves and
+    the PNG's path."""
+    if max_samples < 0:
+        raise ConfigError(f"--max-samples must be 0 (all) or positive, got {max_samples}")
+    run_dir = Path(run_dir)
+    curves = transferability(
+        run_dir, deltas, rounds, steps, step_frac, max_samples or None, data_dir, report
+    )
+    folder = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    return curves, write_transferability(curves, deltas, folder, str(run_dir))
+
+
 def write_transferability(curves: dict[str, Curve], deltas: list[float], out: Path, title: str):
     """transferability.json (mean, std over models per delta) and transferability.png in
     `out`; returns the PNG's path."""
