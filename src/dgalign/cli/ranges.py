@@ -10,7 +10,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit
+from dgalign.utils.checks import SEED_MAX
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
