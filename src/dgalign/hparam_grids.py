@@ -37,6 +37,7 @@ class RunSettings(Protocol):
     defaults: str
     hparams: str | None
 
+
 DEFAULTS = ("domainbed-2020", "domainbed-main")
 
 

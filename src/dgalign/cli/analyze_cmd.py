@@ -45,6 +45,12 @@ def _common(
     parser.set_defaults(handler=handler)
 
 
+def _shared(args: argparse.Namespace) -> dict:
+    """The values of the options `_common` added, by the analyses' keyword names."""
+    names = ("n_mix", "max_samples", "out", "data_dir", "seed")
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
 # -- flatness ---------------------------------------------------------------------------------
 
 
@@ -82,16 +88,7 @@ def _run_flatness(args: argparse.Namespace) -> int:
     from dgalign.analysis.flatness import analyze_flatness, format_table
 
     done = analyze_flatness(
-        args.runs,
-        args.radii,
-        args.n_directions,
-        args.directions,
-        args.data,
-        args.n_mix,
-        args.max_samples,
-        args.out,
-        args.data_dir,
-        args.seed,
+        args.runs, args.radii, args.n_directions, args.directions, args.data, **_shared(args)
     )
     print(f"Local flatness ({done.note}), mean +- std over {args.n_directions} directions:")
     print(format_table(done.results))
@@ -127,17 +124,7 @@ def _add_surface(sub: argparse._SubParsersAction) -> None:
 def _run_surface(args: argparse.Namespace) -> int:
     from dgalign.analysis.surface import analyze_surface, format_points
 
-    done = analyze_surface(
-        args.weights,
-        args.path,
-        args.grid,
-        args.margin,
-        args.n_mix,
-        args.max_samples,
-        args.out,
-        args.data_dir,
-        args.seed,
-    )
+    done = analyze_surface(args.weights, args.path, args.grid, args.margin, **_shared(args))
     print(f"Plane through {', '.join(done.labels)}; grid {args.grid}x{args.grid}:")
     print(format_points(done.surface, done.at_points))
     for name, best, value, u, v in done.surface.extremes():
@@ -171,9 +158,7 @@ def _add_latent(sub: argparse._SubParsersAction) -> None:
 def _run_latent(args: argparse.Namespace) -> int:
     from dgalign.analysis.latent import analyze_latent
 
-    done = analyze_latent(
-        args.run, args.per_env, args.n_mix, args.embedding, args.out, args.data_dir, args.seed
-    )
+    done = analyze_latent(args.run, args.per_env, embedding=args.embedding, **_shared(args))
     if done.embedding != "t-SNE":
         print("note: scikit-learn is not installed, so the embedding is PCA, not t-SNE")
     print(f"Latent codes of {done.label} ({done.codes} codes, {done.embedding}):")

@@ -12,6 +12,7 @@ from dgalign.utils.checks import check_count, check_seed
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("domain_generalization", "domain_adaptation")
 
+
 @dataclass
 class RunConfig:
     """Everything that defines a run. `steps` / `checkpoint_freq` of None mean the dataset's
