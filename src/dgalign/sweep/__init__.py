@@ -1,4 +1,5 @@
-"""Sweeps: the job grid, run-directory states, and launchers (local pool, Ray, Slurm).
+"""Sweeps: the job grid and launchers (local pool, Ray, Slurm); the states of their run
+directories come from `dgalign.runs.state` (re-exported here).
 
 `SweepSpec(...).jobs()` builds DomainBed's grid; `make_launcher(name, options).run(jobs)` runs
 the jobs that are not done; `dgalign.sweep.status` reports and cleans up. Ray and submitit are
