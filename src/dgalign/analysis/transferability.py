@@ -19,7 +19,6 @@ regenerated from the run's seed).
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from torch import Tensor, nn
 
 from dgalign.algorithms.hessian import head_loss
 from dgalign.errors import ConfigError, RunDirError
+from dgalign.runs.directory import RunDirectory
+from dgalign.runs.identity import REPRODUCTION, is_reproduction, read_identity
 from dgalign.utils.io import atomic_write_bytes, atomic_write_json
 
 Domain = tuple[Tensor, Tensor]  # features [n, d], labels
@@ -164,8 +165,8 @@ def reproduction_models(run_dir: Path, data_dir: str | None):
     from dgalign.experiments.cmnist_run import ReproduceConfig, generate
     from dgalign.experiments.cmnist_train import Protocol
 
-    root = run_dir if (run_dir / "config.json").exists() else run_dir.parent
-    ident = json.loads((root / "config.json").read_text())["identity"]
+    root = run_dir if is_reproduction(run_dir) else run_dir.parent
+    ident = read_identity(root, REPRODUCTION)
     files = sorted(run_dir.glob("restart*.pt") if root != run_dir else root.glob("*/restart*.pt"))
     if not files:
         raise RunDirError(f"{run_dir} holds no saved restarts (restart*.pt)")
@@ -215,9 +216,9 @@ class Curve:
 
 def find_models(run_dir: Path, data_dir: str | None, max_samples: int | None):
     """The models of a DomainBed-style run dir (model.pt) or of a reproduction dir."""
-    if (run_dir / "model.pt").exists() or run_dir.suffix == ".pt":
+    if RunDirectory(run_dir).model.exists() or run_dir.suffix == ".pt":
         return domainbed_models(run_dir, data_dir, max_samples)
-    if (run_dir / "config.json").exists() or (run_dir.parent / "config.json").exists():
+    if is_reproduction(run_dir) or is_reproduction(run_dir.parent):
         return reproduction_models(run_dir, data_dir)
     raise RunDirError(
         f"{run_dir} is neither a run dir with model.pt nor a `dgalign reproduce cmnist` dir"
