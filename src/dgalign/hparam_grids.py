@@ -20,14 +20,24 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dgalign.algorithms.spaces import hparam_space, override, resolve_hparams
 from dgalign.errors import ConfigError
 from dgalign.hparams import apply_overrides, check_hparams
 
-if TYPE_CHECKING:
-    from dgalign.train.config import RunConfig
+
+class RunSettings(Protocol):
+    """What `run_hparams` reads of a run's configuration (`dgalign.train.RunConfig`)."""
+
+    algorithm: str
+    dataset: str
+    hparams_seed: int
+    trial_seed: int
+    hparams_grid: str | None
+    defaults: str
+    hparams: str | None
+
 
 DEFAULTS = ("domainbed-2020", "domainbed-main")
 
@@ -64,7 +74,7 @@ def grid_point(grid: str, index: int) -> dict[str, Any]:
     return dict(points[index - 1])
 
 
-def run_hparams(config: RunConfig) -> dict[str, Any]:
+def run_hparams(config: RunSettings) -> dict[str, Any]:
     """The hyper-parameters of a run: DomainBed's default or random draw (for a grid run the
     default and the grid point), changed by the `--defaults` profile, then `--hparams`; every
     value checked against its domain (one ConfigError for the first outside it)."""

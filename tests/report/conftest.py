@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from dgalign.runs.lock import try_lock
 from dgalign.sweep.jobs import held_out_sets, job_hash
-from dgalign.train.lock import try_lock
 
 HELD_LOCKS = []  # kernel locks of the "running" runs, held by the test process
 

@@ -9,9 +9,9 @@ import pytest
 
 from dgalign.cli import main
 from dgalign.report import build_tables, load_runs
+from dgalign.runs.state import JobState
 from dgalign.selection import IIDAccuracySelectionMethod
 from dgalign.sweep.jobs import held_out_sets, job_hash
-from dgalign.sweep.state import JobState
 
 
 def domainbed_run(root, algorithm, trial, hseed, test_envs, finished=True, crashed=False):

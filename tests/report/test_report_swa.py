@@ -14,6 +14,7 @@ from dgalign.report import build_tables, load_runs, make_report
 from dgalign.report import plots as plots_module
 from dgalign.report.runs import Run, environment_names, swa_record, with_swa_runs
 from dgalign.report.top import top_hparams
+from dgalign.runs.state import JobState
 from dgalign.selection import (
     METHODS,
     IIDAccuracySelectionMethod,
@@ -21,7 +22,6 @@ from dgalign.selection import (
     OracleSelectionMethod,
 )
 from dgalign.sweep.jobs import held_out_sets
-from dgalign.sweep.state import JobState
 
 GOLDEN = Path(__file__).parent / "golden"
 SE2 = 100 * 0.005 / math.sqrt(2)

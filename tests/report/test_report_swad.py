@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from dgalign.report.runs import Run, algorithm_names, with_swa_runs
+from dgalign.runs.state import JobState
 from dgalign.selection import IIDAccuracySelectionMethod
-from dgalign.sweep.state import JobState
 
 
 def _record(step, acc, swad=None):

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from dgalign.runs.state import live_owner
 from dgalign.sweep import SweepSpec
-from dgalign.sweep.state import live_owner
 
 FAST = '{"backbone": "mlp", "mlp_width": 32, "batch_size": 16}'
 

@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
+from dgalign.runs.state import JobState, err_tail, live_owner, run_state
 from dgalign.sweep.execute import BUSY_MESSAGE
 from dgalign.sweep.jobs import Job
 from dgalign.sweep.local import LocalLauncher
-from dgalign.sweep.state import JobState, err_tail, live_owner, run_state
 from dgalign.sweep.status import print_status
 
 pytestmark = pytest.mark.slow  # real processes; a few seconds each

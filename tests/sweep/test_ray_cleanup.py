@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dgalign.runs.state import live_owner
 from dgalign.sweep import ray_reaper
-from dgalign.sweep.state import live_owner
 
 pytestmark = pytest.mark.slow
 

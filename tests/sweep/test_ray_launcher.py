@@ -2,9 +2,9 @@
 
 import pytest
 
+from dgalign.runs.state import JobState, run_state
 from dgalign.sweep.jobs import Job
 from dgalign.sweep.ray_launcher import RayLauncher
-from dgalign.sweep.state import JobState, run_state
 
 
 def test_a_crash_in_a_job_is_recorded_with_its_traceback(kit, tmp_path, monkeypatch):

@@ -4,8 +4,8 @@ import pytest
 
 from dgalign.cli import main
 from dgalign.errors import ConfigError
+from dgalign.runs.state import JobState, run_state
 from dgalign.sweep.slurm import SweepTask, parse_time
-from dgalign.sweep.state import JobState, run_state
 
 submitit = pytest.importorskip("submitit")
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from dgalign.cli import main
+from dgalign.runs.launch import record_attempt
 from dgalign.sweep.launchers import LauncherOptions, make_launcher
 from dgalign.sweep.local import LocalLauncher
-from dgalign.sweep.state import record_attempt
 
 
 def run(argv, capsys):

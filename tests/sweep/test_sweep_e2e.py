@@ -9,10 +9,10 @@ import pytest
 
 from dgalign import algorithms
 from dgalign.report import build_tables, load_runs, make_report
+from dgalign.runs.state import JobState, run_state
 from dgalign.selection import METHODS
 from dgalign.sweep.local import LocalLauncher
 from dgalign.sweep.ray_launcher import RayLauncher
-from dgalign.sweep.state import JobState, run_state
 from dgalign.sweep.status import print_status
 
 pytestmark = pytest.mark.slow  # real processes; a few seconds each

@@ -13,9 +13,9 @@ from dgalign.experiments import cmnist_data
 from dgalign.experiments.cmnist_data import DataConfig
 from dgalign.experiments.cmnist_run import ReproduceConfig, run_reproduction
 from dgalign.experiments.cmnist_train import Protocol
+from dgalign.runs.directory import RunDirectory
 from dgalign.tracking import record_point
 from dgalign.tracking.identity import restart_points
-from dgalign.train.rundir import RunDirectory
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")

@@ -20,8 +20,8 @@ from tests.tracking.readers import (
     wandb_offline_runs,
 )
 
+from dgalign.runs.directory import RunDirectory
 from dgalign.tracking import record_point
-from dgalign.train.rundir import RunDirectory
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")

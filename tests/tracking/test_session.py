@@ -8,6 +8,7 @@ from tests.train.helpers import strip_run_specific
 
 from dgalign.cli import main
 from dgalign.errors import ConfigError
+from dgalign.runs.directory import RunDirectory
 from dgalign.tracking import (
     Tracking,
     TrackingError,
@@ -16,7 +17,6 @@ from dgalign.tracking import (
     record_point,
     session,
 )
-from dgalign.train.rundir import RunDirectory
 
 
 def test_metric_names_group_the_record_keys():

@@ -22,7 +22,7 @@ def strip_run_specific(records: list[dict]) -> list[dict]:
 HOLDER = """
 import sys
 from pathlib import Path
-from dgalign.train.lock import try_lock
+from dgalign.runs.lock import try_lock
 held = try_lock(Path(sys.argv[1]))
 print("held" if held else "busy", flush=True)
 sys.stdin.read()
@@ -44,7 +44,7 @@ def start_holder(path):
 
 PAUSED_CLI = """
 import sys
-from dgalign.train import lock
+from dgalign.runs import lock
 stage = sys.argv[1]
 def hook(name, path):
     if name == stage and path.name == "lock":
@@ -81,7 +81,7 @@ def train_argv(out_dir, fast_hparams, *extra):
 
 def paused_cli(stage, argv):
     """`dgalign argv` in a process that pauses when taking a run lock reaches `stage` (see
-    `dgalign.train.lock.hook`); returned paused. Write a line to its stdin to resume it."""
+    `dgalign.runs.lock.hook`); returned paused. Write a line to its stdin to resume it."""
     proc = subprocess.Popen(
         [sys.executable, "-c", PAUSED_CLI, stage, *argv],
         stdin=subprocess.PIPE,

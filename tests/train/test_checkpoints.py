@@ -17,8 +17,8 @@ from tests.train.helpers import strip_run_specific
 from dgalign.algorithms.erm import ERM
 from dgalign.analysis.loading import load_run
 from dgalign.errors import RunDirError
+from dgalign.runs.directory import RunDirectory
 from dgalign.train import RunConfig, run_training
-from dgalign.train.rundir import RunDirectory
 from dgalign.utils import io as io_utils
 from dgalign.utils.io import atomic_torch_save, digest_path
 

@@ -3,8 +3,8 @@ a finished directory for good: the next command on it removes it (and its digest
 
 import pytest
 
+from dgalign.runs.directory import RunDirectory
 from dgalign.train import RunConfig, loop, run_training
-from dgalign.train.rundir import RunDirectory
 from dgalign.utils.io import digest_path, remove_with_digest
 
 

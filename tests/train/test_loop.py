@@ -9,8 +9,8 @@ from tests.train.helpers import start_holder, strip_run_specific
 from dgalign.algorithms.erm import ERM
 from dgalign.algorithms.registry import _REGISTRY
 from dgalign.errors import ConfigError, RunDirError, TrainingDiverged
+from dgalign.runs.directory import RunDirectory
 from dgalign.train import RunConfig, run_training
-from dgalign.train.rundir import RunDirectory
 
 
 def _config(tmp_path, fast_hparams, name="run", **kw):

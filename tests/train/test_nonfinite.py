@@ -15,9 +15,8 @@ import torch
 from dgalign.algorithms.erm import ERM
 from dgalign.algorithms.registry import _REGISTRY
 from dgalign.errors import TrainingDiverged
-from dgalign.report.runs import read_records as report_read_records
+from dgalign.runs.directory import RunDirectory, read_results
 from dgalign.train import RunConfig, loop, run_training
-from dgalign.train.rundir import RunDirectory
 from dgalign.utils.records import decode_record, encode_record
 
 
@@ -87,7 +86,7 @@ def test_nonfinite_values_are_strict_json_with_a_flag(tmp_path, fast_hparams, mo
     ours = rundir.read_records()
     assert ours[0]["hess_dist"] == math.inf and math.isnan(ours[0]["grad_dist"])
     assert "nonfinite" not in ours[0]
-    report, bad = report_read_records(rundir.results)
+    report, bad = read_results(rundir.results)
     assert bad == 0 and report[0]["hess_dist"] == math.inf
 
 

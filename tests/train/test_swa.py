@@ -11,8 +11,8 @@ from torch import nn
 from dgalign.algorithms.erm import ERM
 from dgalign.cli import main
 from dgalign.errors import RunDirError
+from dgalign.runs.directory import RunDirectory
 from dgalign.train import RunConfig, run_training
-from dgalign.train.rundir import RunDirectory
 from dgalign.train.swa import WeightAverage, has_batchnorm, recompute_batchnorm
 
 

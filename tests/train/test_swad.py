@@ -8,8 +8,8 @@ import torch
 from tests.train.helpers import strip_run_specific
 
 from dgalign.algorithms.erm import ERM
+from dgalign.runs.directory import RunDirectory
 from dgalign.train import RunConfig, run_training
-from dgalign.train.rundir import RunDirectory
 from dgalign.train.swad import LossValley, RunningMean, Segment
 
 #: Segment k has weight k and this validation loss: a descent, a valley from segment 4 with

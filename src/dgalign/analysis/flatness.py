@@ -24,7 +24,16 @@ import numpy as np
 import torch
 
 from dgalign.algorithms import Algorithm
-from dgalign.analysis.objective import Objective, get_vector, set_vector, weight_params
+from dgalign.analysis.loading import load_source, run_data, trained_policy, unique_labels
+from dgalign.analysis.objective import (
+    Objective,
+    build_objective,
+    get_vector,
+    set_vector,
+    weight_params,
+)
+from dgalign.analysis.output import output_dir, write_numbers
+from dgalign.errors import ConfigError
 from dgalign.utils.plotting import pyplot
 
 DIRECTIONS = ("unit", "filter")
@@ -129,3 +138,72 @@ def format_table(results: list[FlatnessResult]) -> str:
         cells = [f"{r.gaps[:, j].mean():.4f} +- {r.gaps[:, j].std():.4f}" for r in results]
         lines.append(f"| {radius:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def default_radii(kind: str) -> list[float]:
+    """Radii of the curves: relative ones for filter-normalised directions, else Euclidean."""
+    if kind == "filter":
+        return [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    return [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0]
+
+
+@dataclass
+class FlatnessAnalysis:
+    """What `analyze_flatness` computed and wrote."""
+
+    results: list[FlatnessResult]
+    note: str  # directions and data, as in the plot's title
+    png: Path
+    json: Path
+
+
+def analyze_flatness(
+    sources: Sequence[str],
+    radii: Sequence[float] | None = None,
+    n_directions: int = 20,
+    kind: str = "unit",
+    data: str = "auto",
+    n_mix: int = 1000,
+    max_samples: int = 2000,
+    out: str | Path | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> FlatnessAnalysis:
+    """Flatness curves of every weight source (`loading.load_source`) on its training data
+    (`data` "original"; "mixed": original + the mixes of the run's trained FGMix policy; "auto":
+    mixed for FGMix runs, as the paper), plotted to flatness.png with the numbers in
+    flatness.json, in `out` (default: analysis/ beside the first run)."""
+    if n_directions < 1:
+        raise ConfigError(f"--n-directions must be at least 1, got {n_directions}")
+    radii = list(radii or default_radii(kind))
+    results, notes = [], set()
+    data_cache: dict = {}
+    for spec in sources:
+        run, algorithm, label = load_source(spec, data_dir)
+        key = (run.args["dataset"], tuple(run.test_envs), run.args["trial_seed"])
+        if key not in data_cache:
+            data_cache[key] = run_data(run, data_dir)
+        mixed = data == "mixed" or (data == "auto" and hasattr(algorithm, "mix_weights"))
+        policy = trained_policy(spec) if mixed else None
+        objective = build_objective(data_cache[key], max_samples, policy, n_mix, seed)
+        notes.add("original + mixed data" if mixed else "original data")
+        results.append(
+            flatness_curves(algorithm, objective, radii, n_directions, kind, seed, label)
+        )
+    for result, label in zip(results, unique_labels([r.label for r in results]), strict=True):
+        result.label = label
+    folder = output_dir(out, sources[0])
+    note = f"{kind} directions, {' / '.join(sorted(notes))}"
+    png = plot_flatness(results, folder / "flatness.png", kind, note)
+    write_numbers(
+        folder / "flatness.json",
+        {
+            "directions": kind,
+            "data": sorted(notes),
+            "runs": {
+                r.label: {"radii": r.radii.tolist(), "base": r.base, "gaps": r.gaps.tolist()}
+                for r in results
+            },
+        },
+    )
+    return FlatnessAnalysis(results, note, png, folder / "flatness.json")

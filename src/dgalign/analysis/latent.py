@@ -18,9 +18,12 @@ import numpy as np
 import torch
 
 from dgalign.algorithms.fgmix_policy import dirichlet_weights, gather
-from dgalign.analysis.loading import LoadedRun, RunData, take
+from dgalign.analysis.loading import LoadedRun, RunData, load_source, run_data, take
 from dgalign.analysis.objective import policy_mixes
+from dgalign.analysis.output import output_dir, write_numbers
 from dgalign.analysis.plotting import embed_2d
+from dgalign.data import get_dataset_class
+from dgalign.errors import ConfigError
 from dgalign.utils.plotting import pyplot
 
 
@@ -136,3 +139,42 @@ def plot_latent(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path, used
+
+
+@dataclass
+class LatentAnalysis:
+    """What `analyze_latent` computed and wrote."""
+
+    label: str  # of the weight source
+    codes: int  # how many codes were embedded
+    embedding: str  # "t-SNE" or "PCA"
+    numbers: dict[str, float | str]  # the embedding, `coverage` and the extrapolated fraction
+    png: Path
+    json: Path
+
+
+def analyze_latent(
+    source: str,
+    per_env: int = 300,
+    n_mix: int = 300,
+    embedding: str = "auto",
+    out: str | Path | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> LatentAnalysis:
+    """Embed the codes of weight source `source` (`loading.load_source`) and, for FGMix runs,
+    its mixes: latent.png, with the numbers in latent.json, in `out` (default: analysis/ beside
+    the run)."""
+    if per_env < 2:
+        raise ConfigError(f"--per-env must be at least 2, got {per_env}")
+    run, _, label = load_source(source, data_dir)
+    data = run_data(run, data_dir)
+    latent = collect_codes(run, data, per_env, n_mix, seed)
+    names = list(get_dataset_class(run.args["dataset"]).ENVIRONMENTS)
+    folder = output_dir(out, source)
+    png, used = plot_latent(latent, names, folder / "latent.png", embedding, seed)
+    numbers: dict[str, float | str] = {"embedding": used, **coverage(latent)}
+    if latent.extrapolated is not None:
+        numbers["extrapolated fraction"] = float(latent.extrapolated.mean())
+    write_numbers(folder / "latent.json", numbers)
+    return LatentAnalysis(label, len(latent.codes), used, numbers, png, folder / "latent.json")

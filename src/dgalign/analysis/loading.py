@@ -22,9 +22,11 @@ from dgalign.algorithms.spaces import resolve_hparams
 from dgalign.data import MultipleEnvironmentDataset, get_dataset_class
 from dgalign.data.splits import Subset, split_environment
 from dgalign.errors import RunDirError
+from dgalign.runs.directory import RunDirectory
 from dgalign.train.state import CHECKPOINT_FORMAT, rng_state, set_rng_state
 from dgalign.train.swa import CHECKPOINT_KEY
 from dgalign.utils.io import digest_path, read_verified_torch
+from dgalign.utils.runtime import seed_everything
 
 
 @dataclass
@@ -65,11 +67,13 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _model_file(source: Path, swa: bool) -> Path:
     if source.is_dir():
-        name = "model_swa.pt" if swa else "model.pt"
-        path = source / name
+        rundir = RunDirectory(source)
+        path = rundir.model_swa if swa else rundir.model
         if not path.exists():
             hint = "train with --swa" if swa else "let the run finish (no --skip-model-save)"
-            raise RunDirError(f"{source} has no {name}; {hint}, or pass a model or checkpoint file")
+            raise RunDirError(
+                f"{source} has no {path.name}; {hint}, or pass a model or checkpoint file"
+            )
         return path
     if not source.exists():
         raise RunDirError(f"{source} does not exist; pass a run directory, model.pt or checkpoint")
@@ -132,8 +136,6 @@ def _load(path: Path, state: dict[str, Any], swa: bool) -> LoadedRun:
 @contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     """Seed every generator as the training loop does; restore the previous states after."""
-    from dgalign.train.loop import seed_everything
-
     saved = rng_state()
     try:
         seed_everything(seed)
@@ -211,6 +213,13 @@ def load_source(spec: str, data_dir: str | None = None) -> tuple[LoadedRun, Algo
     if run.step is not None:
         label += f" @{run.step}"
     return run, run.algorithm, label
+
+
+def trained_policy(spec: str) -> LoadedRun:
+    """The run whose policy makes FGMix mixes for weight source `spec`: its trained model even
+    when `spec` names the weight average (the paper mixes with the policy of the last
+    iteration)."""
+    return load_run(spec.removesuffix(":swa"))
 
 
 def unique_labels(labels: list[str]) -> list[str]:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from dgalign.algorithms import Algorithm
-from dgalign.analysis.loading import load_source
-from dgalign.analysis.objective import Objective, get_vector, set_vector
+from dgalign.analysis.loading import load_source, run_data, trained_policy, unique_labels
+from dgalign.analysis.objective import Objective, build_objective, get_vector, set_vector
+from dgalign.analysis.output import output_dir, write_numbers
 from dgalign.errors import ConfigError
 from dgalign.utils.plotting import pyplot
 
@@ -62,6 +63,17 @@ class Surface:
     values: dict[str, np.ndarray]
     points: dict[str, tuple[float, float]]
     paths: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def extremes(self) -> list[tuple[str, str, float, float, float]]:
+        """(quantity, "max" or "min", value, u, v): the best grid point of each quantity (the
+        highest accuracy, the lowest loss)."""
+        out = []
+        for name, grid in self.values.items():
+            best = "max" if "accuracy" in name else "min"
+            flat = np.argmax(grid) if best == "max" else np.argmin(grid)
+            j, i = np.unravel_index(flat, grid.shape)
+            out.append((name, best, float(grid[j, i]), float(self.alphas[i]), float(self.betas[j])))
+        return out
 
 
 def grid_range(coords: Sequence[tuple[float, float]], margin: float) -> tuple[tuple, tuple]:
@@ -192,3 +204,75 @@ def format_points(surface: Surface, values_at: dict[str, dict[str, float]]) -> s
         cells = " | ".join(f"{values_at[label][n]:.4f}" for n in names)
         lines.append(f"| {label} | {a:.3f} | {b:.3f} | {cells} |")
     return "\n".join(lines)
+
+
+@dataclass
+class SurfaceAnalysis:
+    """What `analyze_surface` computed and wrote."""
+
+    surface: Surface
+    labels: list[str]  # of the three weight sources, made unique
+    at_points: dict[str, dict[str, float]]  # each source's losses and test accuracy
+    png: Path
+    json: Path
+
+
+def analyze_surface(
+    weights: Sequence[str],
+    paths: Sequence[str] = (),
+    grid: int = 11,
+    margin: float = 0.2,
+    n_mix: int = 1000,
+    max_samples: int = 2000,
+    out: str | Path | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> SurfaceAnalysis:
+    """The surface through three weight sources (`loading.load_source`) of one network and one
+    dataset split, with the optimisation paths of `paths` (`load_path`): the training loss,
+    also with the mixes of the first trained FGMix source, and the test accuracy, plotted to
+    surface.png with the numbers in surface.json, in `out` (default: analysis/ beside the
+    first trained source)."""
+    if grid < 2:
+        raise ConfigError(f"--grid must be at least 2, got {grid}")
+    sources = [load_source(spec, data_dir) for spec in weights]
+    vectors = [get_vector(alg) for _, alg, _ in sources]
+    if len({v.numel() for v in vectors}) != 1:
+        raise ConfigError("the three weight vectors have different sizes: use runs of one network")
+    runs = [run for run, _, _ in sources]
+    if len({(r.args["dataset"], tuple(r.test_envs)) for r in runs}) != 1:
+        raise ConfigError("the weight sources come from different datasets or test envs")
+    data = run_data(runs[0], data_dir)
+    objectives = {"train": build_objective(data, max_samples)}
+    for spec, (run, alg, _) in zip(weights, sources, strict=True):
+        if hasattr(alg, "mix_weights") and not spec.startswith("init:"):
+            objectives[f"train + {run.name} mixes"] = build_objective(
+                data, max_samples, trained_policy(spec), n_mix, seed
+            )
+            break
+    plane = Plane.through(*vectors)
+    labels = unique_labels([label for _, _, label in sources])
+    points = dict(zip(labels, vectors, strict=True))
+    path_vectors = dict(load_path(spec, data_dir) for spec in paths)
+    model = sources[-1][1]
+    surface = compute_surface(model, plane, objectives, points, path_vectors, grid, margin)
+    trained = [w for w in weights if not w.startswith("init:")]
+    folder = output_dir(out, (trained or list(weights))[0])
+    title = f"{runs[0].args['dataset']}, test env {data.test_envs[0]}"
+    png = plot_surface(surface, folder / "surface.png", title)
+    at_points = {}
+    for (_, alg, _), label in zip(sources, labels, strict=True):
+        at_points[label] = {f"{n} loss": o.loss(alg) for n, o in objectives.items()}
+        at_points[label]["test accuracy"] = objectives["train"].test_accuracy(alg)
+    write_numbers(
+        folder / "surface.json",
+        {
+            "alphas": surface.alphas.tolist(),
+            "betas": surface.betas.tolist(),
+            "values": {k: v.tolist() for k, v in surface.values.items()},
+            "points": surface.points,
+            "paths": surface.paths,
+            "at_points": at_points,
+        },
+    )
+    return SurfaceAnalysis(surface, labels, at_points, png, folder / "surface.json")

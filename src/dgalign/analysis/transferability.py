@@ -19,7 +19,6 @@ regenerated from the run's seed).
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from torch import Tensor, nn
 
 from dgalign.curvature.risk import mean_loss
 from dgalign.errors import ConfigError, RunDirError
+from dgalign.runs.directory import RunDirectory
+from dgalign.runs.identity import REPRODUCTION, is_reproduction, read_identity
 from dgalign.utils.io import atomic_write_json
 from dgalign.utils.plotting import pyplot, save_png
 from dgalign.utils.tensors import flatten
@@ -162,8 +163,8 @@ def reproduction_models(run_dir: Path, data_dir: str | None):
     from dgalign.experiments.cmnist_run import ReproduceConfig, generate
     from dgalign.experiments.cmnist_train import Protocol
 
-    root = run_dir if (run_dir / "config.json").exists() else run_dir.parent
-    ident = json.loads((root / "config.json").read_text())["identity"]
+    root = run_dir if is_reproduction(run_dir) else run_dir.parent
+    ident = read_identity(root, REPRODUCTION)
     files = sorted(run_dir.glob("restart*.pt") if root != run_dir else root.glob("*/restart*.pt"))
     if not files:
         raise RunDirError(f"{run_dir} holds no saved restarts (restart*.pt)")
@@ -213,9 +214,9 @@ class Curve:
 
 def find_models(run_dir: Path, data_dir: str | None, max_samples: int | None):
     """The models of a DomainBed-style run dir (model.pt) or of a reproduction dir."""
-    if (run_dir / "model.pt").exists() or run_dir.suffix == ".pt":
+    if RunDirectory(run_dir).model.exists() or run_dir.suffix == ".pt":
         return domainbed_models(run_dir, data_dir, max_samples)
-    if (run_dir / "config.json").exists() or (run_dir.parent / "config.json").exists():
+    if is_reproduction(run_dir) or is_reproduction(run_dir.parent):
         return reproduction_models(run_dir, data_dir)
     raise RunDirError(
         f"{run_dir} is neither a run dir with model.pt nor a `dgalign reproduce cmnist` dir"
@@ -252,6 +253,31 @@ def transferability(
                 + ", ".join(f"delta {a.delta:g}: {a.target_acc:.3f}" for a in accs)
             )
     return curves
+
+
+def analyze_transferability(
+    run_dir: str | Path,
+    deltas: list[float],
+    rounds: int = 5,
+    steps: int = 20,
+    step_frac: float = 0.2,
+    max_samples: int = 5000,
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+    report: Callable[[str], None] = lambda _: None,
+) -> tuple[dict[str, Curve], Path]:
+    """`transferability` of `run_dir` (`max_samples` 0: every row), written by
+    `write_transferability` into `out` (default: the run directory); returns the curves and
+    the PNG's path."""
+    if max_samples < 0:
+        raise ConfigError(f"--max-samples must be 0 (all) or positive, got {max_samples}")
+    run_dir = Path(run_dir)
+    curves = transferability(
+        run_dir, deltas, rounds, steps, step_frac, max_samples or None, data_dir, report
+    )
+    folder = Path(out) if out else (run_dir if run_dir.is_dir() else run_dir.parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    return curves, write_transferability(curves, deltas, folder, str(run_dir))
 
 
 def write_transferability(curves: dict[str, Curve], deltas: list[float], out: Path, title: str):

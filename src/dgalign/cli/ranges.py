@@ -9,30 +9,61 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import Any
 
-SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit
+from dgalign.utils.checks import SEED_MAX
+
+
+def _range_text(
+    noun: str,
+    lo: float | None,
+    hi: float | None,
+    lo_open: bool,
+    hi_open: bool,
+    show: Callable[[float], str],
+    unbounded: str,
+) -> str:
+    """`noun in [lo, hi]` (parentheses for open ends), `noun >= lo`, or `unbounded` without a
+    lower bound."""
+    if lo is not None and hi is not None:
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+        return f"{noun} in {left}{show(lo)}, {show(hi)}{right}"
+    if lo is not None:
+        return f"{noun} {'>' if lo_open else '>='} {show(lo)}"
+    return unbounded
+
+
+def _ranged(
+    name: str,
+    text: str,
+    convert: Callable[[str], Any],
+    in_range: Callable[[Any], bool],
+    echo_raw: bool,
+) -> Callable[[str], Any]:
+    """An argparse type: `convert` the text, then require `in_range`; the error says the value
+    must be `text` and shows what was given (as typed with `echo_raw`, else as converted)."""
+
+    def parse(raw: str) -> Any:
+        try:
+            value = convert(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {text}, got {raw!r}") from None
+        if not in_range(value):
+            raise argparse.ArgumentTypeError(f"must be {text}, got {raw if echo_raw else value}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
     """An integer in [minimum, maximum] (an open end when None)."""
-    if minimum is not None and maximum is not None:
-        text = f"an integer in [{minimum}, {maximum}]"
-    elif minimum is not None:
-        text = f"an integer >= {minimum}"
-    else:
-        text = "an integer"
+    text = _range_text("an integer", minimum, maximum, False, False, str, "an integer")
 
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {text}, got {raw!r}") from None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be {text}, got {value}")
-        return value
+    def in_range(value: int) -> bool:
+        return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
 
-    parse.__name__ = "integer"
-    return parse
+    return _ranged("integer", text, int, in_range, echo_raw=False)
 
 
 def seed() -> Callable[[str], int]:
@@ -47,29 +78,16 @@ def number(
     hi_open: bool = False,
 ) -> Callable[[str], float]:
     """A finite number between `lo` and `hi` (ends excluded when `*_open`; None = no bound)."""
-    if lo is not None and hi is not None:
-        text = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    elif lo is not None:
-        text = f"a number {'>' if lo_open else '>='} {lo:g}"
-    else:
-        text = "a finite number"
+    text = _range_text("a number", lo, hi, lo_open, hi_open, "{:g}".format, "a finite number")
 
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {text}, got {raw!r}") from None
-        bad = not math.isfinite(value)
-        if lo is not None:
-            bad = bad or value < lo or (lo_open and value == lo)
-        if hi is not None:
-            bad = bad or value > hi or (hi_open and value == hi)
-        if bad:
-            raise argparse.ArgumentTypeError(f"must be {text}, got {raw}")
-        return value
+    def in_range(value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            return False
+        return hi is None or not (value > hi or (hi_open and value == hi))
 
-    parse.__name__ = "number"
-    return parse
+    return _ranged("number", text, float, in_range, echo_raw=True)
 
 
 def nonempty_path(raw: str) -> str:

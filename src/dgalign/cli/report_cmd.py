@@ -98,7 +98,8 @@ def _top(args: argparse.Namespace, runs, methods) -> str:
 
 def _html(args: argparse.Namespace) -> int:
     """Write the HTML page of a sweep or a reproduction directory; print where it went."""
-    from dgalign.report.html import is_reproduction, reproduction_page, sweep_page
+    from dgalign.report.html import reproduction_page, sweep_page
+    from dgalign.runs import is_reproduction
     from dgalign.utils.io import atomic_write_text
 
     if args.top_hparams or args.plots:

@@ -125,7 +125,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace):
     """The `ReproduceConfig` described by the parsed arguments."""
     from dgalign.experiments.cmnist_run import ReproduceConfig, quick_config
-    from dgalign.train.loop import resolve_device
+    from dgalign.utils.runtime import resolve_device
 
     methods = list(dict.fromkeys(args.methods + (list(ABLATIONS) if args.ablations else [])))
     out = args.output_dir or "runs/reproduce-cmnist" + ("-labelshift" if args.label_shift else "")
@@ -168,9 +168,10 @@ def run(args: argparse.Namespace) -> int:
 def _require_run_dirs(*paths: str) -> None:
     """RunDirError (one line) unless every path is a `dgalign reproduce cmnist` run dir."""
     from dgalign.errors import RunDirError
+    from dgalign.runs import is_reproduction
 
     for path in paths:
-        if not (Path(path) / "config.json").is_file():
+        if not is_reproduction(path):
             raise RunDirError(
                 f"{path} is not a `dgalign reproduce cmnist` run dir (no config.json)"
             )

@@ -11,9 +11,9 @@ from pathlib import Path
 from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.cli.train_cmd import add_logger_option
 from dgalign.errors import ConfigError
+from dgalign.runs.state import count_states, format_counts
 from dgalign.sweep import LAUNCHERS, JobState, LauncherOptions, SweepSpec, make_launcher
 from dgalign.sweep.jobs import PROTOCOLS
-from dgalign.sweep.state import count_states, format_counts
 from dgalign.sweep.status import deletable, delete_run_dirs, job_states, print_status, scan_jobs
 
 out = functools.partial(print, flush=True)

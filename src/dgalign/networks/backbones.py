@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dgalign.errors import ConfigError, DataError
+from dgalign.networks.resnet import FrozenBatchNormMixin, adapt_input_channels
 from dgalign.utils.progress import show_progress
 
 VIT_S16 = "vit_small_patch16_224.augreg_in21k_ft_in1k"
@@ -54,7 +55,7 @@ class _AmpMixin(nn.Module):
         return out.float()
 
 
-class ResNetFeaturizer(_AmpMixin):
+class ResNetFeaturizer(FrozenBatchNormMixin, _AmpMixin):
     """torchvision ResNet-18 / ResNet-50 without its last layer, then dropout."""
 
     def __init__(
@@ -77,11 +78,7 @@ class ResNetFeaturizer(_AmpMixin):
         self.network = builder(weights=None)
         if pretrained:
             self.network.load_state_dict(_torchvision_state(weights.IMAGENET1K_V1))
-        if channels != 3:
-            old = self.network.conv1.weight.data.clone()
-            self.network.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
-            for i in range(channels):
-                self.network.conv1.weight.data[:, i] = old[:, i % 3]
+        adapt_input_channels(self.network, channels)
         self.n_outputs = self.network.fc.in_features
         self.network.fc = nn.Identity()
         self.dropout = nn.Dropout(float(dropout))
@@ -109,15 +106,6 @@ class ResNetFeaturizer(_AmpMixin):
     ) -> torch.Tensor:
         """Features of `x`; `after_early_block` (MixStyle) runs after layer1 and layer2."""
         return self.dropout(self._run(lambda v: self._features(v, after_early_block), x))
-
-    def train(self, mode: bool = True) -> ResNetFeaturizer:
-        """As `nn.Module.train`, keeping BatchNorm in eval mode when `freeze_bn`."""
-        super().train(mode)
-        if self.freeze_bn:
-            for module in self.network.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
-        return self
 
 
 class ViTFeaturizer(_AmpMixin):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from dgalign.errors import ConfigError, DataError
+from dgalign.networks.resnet import FrozenBatchNormMixin, adapt_input_channels
 
 TIMM_WEIGHTS = {
     "resnet50_augmix": "resnet50.ram_in1k",
@@ -57,7 +58,7 @@ def create(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         ) from None
 
 
-class TimmResNetFeaturizer(nn.Module):
+class TimmResNetFeaturizer(FrozenBatchNormMixin):
     """timm ResNet-50 (`resnet50.ram_in1k`) without its head, then dropout (module docstring)."""
 
     def __init__(
@@ -70,11 +71,7 @@ class TimmResNetFeaturizer(nn.Module):
         super().__init__()
         channels = int(input_shape[0])
         self.network = create("resnet50_augmix", pretrained, num_classes=0)
-        if channels != 3:
-            old = self.network.conv1.weight.data.clone()
-            self.network.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
-            for i in range(channels):
-                self.network.conv1.weight.data[:, i] = old[:, i % 3]
+        adapt_input_channels(self.network, channels)
         self.n_outputs = int(self.network.num_features)
         self.dropout = nn.Dropout(float(dropout))
         self.freeze_bn = bool(freeze_bn)
@@ -82,15 +79,6 @@ class TimmResNetFeaturizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.network(x))
-
-    def train(self, mode: bool = True) -> TimmResNetFeaturizer:
-        """As `nn.Module.train`, keeping BatchNorm in eval mode when `freeze_bn`."""
-        super().train(mode)
-        if self.freeze_bn:
-            for module in self.network.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
-        return self
 
 
 class TimmViTFeaturizer(nn.Module):

@@ -11,8 +11,8 @@ from pathlib import Path
 from dgalign.report.render import FORMATS, render
 from dgalign.report.runs import Run, load_runs, report_records
 from dgalign.report.tables import Cell, Table, build_tables
+from dgalign.runs.state import JobState, count_states, format_counts
 from dgalign.selection import get_methods
-from dgalign.sweep.state import JobState, count_states, format_counts
 
 
 def summary_line(sweep_dir: str | Path, runs: list[Run], include_incomplete: bool) -> str:

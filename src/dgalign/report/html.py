@@ -22,7 +22,7 @@ from dgalign.errors import ConfigError
 from dgalign.report.render import cell_text
 from dgalign.report.runs import Run, algorithm_names, environment_names, with_swa_runs
 from dgalign.report.tables import Cell, Table
-from dgalign.report.top import rank_group, short_value, varied_hparams
+from dgalign.report.top import rank_group, ranking_table
 from dgalign.selection import get_methods, group_records
 
 TOP_N = 5  # configurations shown per (dataset, algorithm, test env, trial)
@@ -102,20 +102,7 @@ def _top_section(runs: list[Run], method, include_incomplete: bool) -> str:
         if not ranked:
             continue
         env_name = environment_names(dataset, runs)[env]
-        varied = varied_hparams(ranked)
-        head = ["Rank", "hparams seed", "val acc", "test acc", "step", "run", *varied]
-        rows = [
-            [
-                str(i),
-                str(r.hparams_seed),
-                f"{100 * r.val_acc:.1f}",
-                f"{100 * r.test_acc:.1f}",
-                str(r.step),
-                r.run_dir,
-                *(short_value(r.hparams.get(k)) for k in varied),
-            ]
-            for i, r in enumerate(ranked, 1)
-        ]
+        head, rows = ranking_table(ranked)
         parts.append(
             f"<h4>{html.escape(f'{algorithm} on {dataset}, test env {env_name}, trial {trial}')}"
             f"</h4>\n{simple_table(head, rows)}"
@@ -223,16 +210,3 @@ def reproduction_page(root: str | Path) -> str:
 
     body = re.sub(r'<img alt="([^"]*)" src="([^"]+\.png)"\s*/?>', embed, body)
     return page(title, body)
-
-
-def is_reproduction(directory: str | Path) -> bool:
-    """Whether `directory` is a `dgalign reproduce cmnist` run directory."""
-    import json
-
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        return False
-    try:
-        return "identity" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False

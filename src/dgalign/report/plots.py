@@ -16,8 +16,8 @@ from pathlib import Path
 
 from dgalign.report.runs import SWA_SUFFIX, Run, with_swa_runs
 from dgalign.report.tables import Table
+from dgalign.runs.state import JobState
 from dgalign.selection import n_envs
-from dgalign.sweep.state import JobState
 from dgalign.utils.plotting import pyplot
 from dgalign.utils.text import slug
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from dgalign.report.tables import Cell, Table
 
@@ -79,24 +79,42 @@ def latex_table(table: Table) -> str:
     return "\n".join(out)
 
 
-def render_markdown(sections: Iterable[tuple[str, list[Table]]], header: str) -> str:
-    parts = [f"# {header}"]
+def _render(
+    sections: Iterable[tuple[str, list[Table]]],
+    preamble: list[str],
+    method_heading: Callable[[str], str],
+    table_heading: Callable[[str], str],
+    render_table: Callable[[Table], str],
+) -> str:
+    """The preamble, then per selection method a heading and each of its tables under its own
+    heading (a dataset's name, or "Averages")."""
+    parts = list(preamble)
     for method_name, tables in sections:
-        parts.append(f"## Model selection: {method_name}")
+        parts.append(method_heading(method_name))
         for table in tables:
-            parts.append(f"### {table.dataset or 'Averages'}")
-            parts.append(markdown_table(table))
+            parts.append(table_heading(table.dataset or "Averages"))
+            parts.append(render_table(table))
     return "\n\n".join(parts) + "\n"
+
+
+def render_markdown(sections: Iterable[tuple[str, list[Table]]], header: str) -> str:
+    return _render(
+        sections,
+        [f"# {header}"],
+        lambda name: f"## Model selection: {name}",
+        lambda name: f"### {name}",
+        markdown_table,
+    )
 
 
 def render_latex(sections: Iterable[tuple[str, list[Table]]], header: str) -> str:
-    parts = [f"% {header}", "% needs \\usepackage{booktabs} and \\usepackage{adjustbox}"]
-    for method_name, tables in sections:
-        parts.append(f"\\subsection{{Model selection: {_latex_escape(method_name)}}}")
-        for table in tables:
-            parts.append(f"\\subsubsection{{{_latex_escape(table.dataset or 'Averages')}}}")
-            parts.append(latex_table(table))
-    return "\n\n".join(parts) + "\n"
+    return _render(
+        sections,
+        [f"% {header}", "% needs \\usepackage{booktabs} and \\usepackage{adjustbox}"],
+        lambda name: f"\\subsection{{Model selection: {_latex_escape(name)}}}",
+        lambda name: f"\\subsubsection{{{_latex_escape(name)}}}",
+        latex_table,
+    )
 
 
 CSV_COLUMNS = [

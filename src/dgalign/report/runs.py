@@ -16,7 +16,6 @@ has that one record.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -24,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dgalign.errors import ConfigError
-from dgalign.sweep.state import JobState, run_state
-from dgalign.utils.records import decode_record
+from dgalign.runs.directory import RunDirectory, read_results, read_run_json, sub_directories
+from dgalign.runs.state import JobState, run_state
 
 logger = logging.getLogger(__name__)
 Record = dict[str, Any]
@@ -64,38 +63,8 @@ class Run:
             return None
 
 
-def read_records(path: Path) -> tuple[list[Record], int]:
-    """The records of a results.jsonl and how many lines could not be read (a run killed
-    mid-write by a tool that appends, as DomainBed's does, can leave half a line)."""
-    records: list[Record] = []
-    bad = 0
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return records, 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(record, dict) and isinstance(record.get("args"), dict) and "step" in record:
-            records.append(decode_record(record))  # non-finite values restored
-        else:
-            bad += 1
-    return records, bad
-
-
 def _args(path: Path, records: list[Record]) -> dict[str, Any] | None:
-    if records:
-        return records[0]["args"]
-    try:
-        args = json.loads((path / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return args if isinstance(args, dict) else None
+    return records[0]["args"] if records else read_run_json(path)
 
 
 def load_runs(sweep_dir: str | Path) -> list[Run]:
@@ -107,10 +76,11 @@ def load_runs(sweep_dir: str | Path) -> list[Run]:
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory; pass the --output-dir of a sweep")
     runs = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not ((path / "results.jsonl").exists() or (path / "run.json").exists()):
+    for path in sub_directories(root):
+        rundir = RunDirectory(path)
+        if not (rundir.results.exists() or rundir.run_json.exists()):
             continue
-        records, bad = read_records(path / "results.jsonl")
+        records, bad = read_results(rundir.results)
         records.sort(key=lambda r: r["step"])
         runs.append(Run(path, _args(path, records), run_state(path), records, bad))
     if not runs:

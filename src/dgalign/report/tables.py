@@ -24,6 +24,7 @@ from dgalign.report.runs import (
     report_records,
     with_swa_runs,
 )
+from dgalign.runs.state import JobState
 from dgalign.selection import (
     GroupKey,
     LeaveOneOutSelectionMethod,
@@ -31,7 +32,6 @@ from dgalign.selection import (
     group_records,
     mean_and_stderr,
 )
-from dgalign.sweep.state import JobState
 
 
 @dataclass

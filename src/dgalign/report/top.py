@@ -93,20 +93,7 @@ def render_top(
     if not ranking:
         lines += ["", "No finished run has a result for this test env under this method."]
     for trial, ranked in ranking.items():
-        varied = varied_hparams(ranked)
-        header = ["Rank", "hparams seed", "val acc", "test acc", "step", "run", *varied]
-        rows = [
-            [
-                str(i),
-                str(r.hparams_seed),
-                f"{100 * r.val_acc:.1f}",
-                f"{100 * r.test_acc:.1f}",
-                str(r.step),
-                r.run_dir,
-                *(short_value(r.hparams.get(k)) for k in varied),
-            ]
-            for i, r in enumerate(ranked, 1)
-        ]
+        header, rows = ranking_table(ranked)
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines += ["", f"## Trial {trial}", ""]
         for row in [header, ["-" * w for w in widths], *rows]:
@@ -114,6 +101,26 @@ def render_top(
                 "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
             )
     return "\n".join(lines) + "\n"
+
+
+def ranking_table(ranked: list[Ranked]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (strings) of ranked configurations: rank, hparams seed, accuracies in
+    %, step, run directory, then the hyper-parameters that differ between them."""
+    varied = varied_hparams(ranked)
+    header = ["Rank", "hparams seed", "val acc", "test acc", "step", "run", *varied]
+    rows = [
+        [
+            str(i),
+            str(r.hparams_seed),
+            f"{100 * r.val_acc:.1f}",
+            f"{100 * r.test_acc:.1f}",
+            str(r.step),
+            r.run_dir,
+            *(short_value(r.hparams.get(k)) for k in varied),
+        ]
+        for i, r in enumerate(ranked, 1)
+    ]
+    return header, rows
 
 
 def varied_hparams(ranked: list[Ranked]) -> list[str]:

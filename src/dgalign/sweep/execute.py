@@ -22,9 +22,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dgalign.runs.directory import RunDirectory
+from dgalign.runs.launch import record_attempt
 from dgalign.sweep.jobs import Job
 from dgalign.sweep.processes import JobProcess, start_process
-from dgalign.sweep.state import record_attempt
 
 # What `dgalign train` prints when another process runs the job / has finished it.
 BUSY_MESSAGE = "is being run by"
@@ -57,7 +58,7 @@ def describe_returncode(returncode: int) -> str:
 
 def append_err(run_dir: Path, captured: str, closing: str) -> None:
     """Append to `err.txt` the captured stderr lines it lacks, then `MARK closing`."""
-    path = Path(run_dir) / "err.txt"
+    path = RunDirectory(run_dir).err
     path.parent.mkdir(parents=True, exist_ok=True)
     existing = set(path.read_text(errors="replace").splitlines()) if path.exists() else set()
     lines = []
@@ -79,7 +80,7 @@ def finish(
 ) -> Outcome:
     """Classify an attempt that ended with `returncode` (None: the process never reported one,
     `error` says why) and record it in the run directory."""
-    if (job.output_dir / "done").exists() and returncode in (0, None) and not error:
+    if RunDirectory(job.output_dir).is_done() and returncode in (0, None) and not error:
         if DONE_MESSAGE in captured:
             return Outcome(ALREADY_DONE, "finished by another process", returncode, seconds)
         attempts = record_attempt(job.output_dir, COMPLETED, launcher)

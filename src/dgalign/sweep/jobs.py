@@ -131,7 +131,7 @@ class SweepSpec:
         from dgalign.algorithms.spaces import resolve_hparams
         from dgalign.data import get_dataset_class
         from dgalign.tracking import check_loggers
-        from dgalign.train.config import check_count, check_seed
+        from dgalign.utils.checks import check_count, check_seed
 
         if not str(self.output_dir).strip():
             raise ConfigError("--output-dir must be a non-empty path")

@@ -17,9 +17,10 @@ import time
 from collections import deque
 
 from dgalign.errors import ConfigError
+from dgalign.runs.directory import RunDirectory
+from dgalign.sweep.base import LaunchSummary, Printer, Tracker, visible_gpus
 from dgalign.sweep.execute import RunningJob, finish_job, mark_interrupted, start_job, stop_jobs
 from dgalign.sweep.jobs import Job
-from dgalign.sweep.launchers import LaunchSummary, Printer, Tracker, visible_gpus
 from dgalign.sweep.processes import START_METHODS, default_start_method
 
 
@@ -113,7 +114,7 @@ class LocalLauncher:
             self.out(f"{why}: stopping {len(items)} running job(s)...")
             stop_jobs(items)
             for item in items:
-                if not (item.job.output_dir / "done").exists():
+                if not RunDirectory(item.job.output_dir).is_done():
                     mark_interrupted(item.job, self.name)
             raise
         finally:

@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Protocol
 
+from dgalign.runs.lock import pid_alive as _pid_alive
 from dgalign.sweep.jobs import Job
-from dgalign.train.lock import pid_alive as _pid_alive
 
 START_METHODS = ("forked", "fresh")
 

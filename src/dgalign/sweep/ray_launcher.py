@@ -16,10 +16,11 @@ import random
 from typing import Any
 
 from dgalign.errors import ConfigError
+from dgalign.runs.directory import RunDirectory
 from dgalign.sweep import ray_reaper
+from dgalign.sweep.base import LaunchSummary, Printer, Tracker, visible_gpus
 from dgalign.sweep.execute import FAILED, Outcome, finish, mark_interrupted, run_in_process
 from dgalign.sweep.jobs import Job
-from dgalign.sweep.launchers import LaunchSummary, Printer, Tracker, visible_gpus
 
 
 def import_ray() -> Any:
@@ -132,7 +133,7 @@ class RayLauncher:
             self.out(f"Interrupted: cancelling {len(pending)} Ray task(s)...")
             for ref, job in pending.items():
                 ray.cancel(ref, force=True)
-                if not (job.output_dir / "done").exists() and job.output_dir.exists():
+                if not RunDirectory(job.output_dir).is_done() and job.output_dir.exists():
                     mark_interrupted(job, self.name)
             raise
         finally:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from dgalign.errors import ConfigError
+from dgalign.sweep.base import LaunchSummary, Printer, Tracker
 from dgalign.sweep.execute import Outcome, finish, run_in_process
 from dgalign.sweep.jobs import Job
-from dgalign.sweep.launchers import LaunchSummary, Printer, Tracker
 
 CLUSTERS = ("slurm", "local")
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")

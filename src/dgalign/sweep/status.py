@@ -7,20 +7,20 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from dgalign.errors import ConfigError, RunDirError
-from dgalign.sweep.jobs import Job
-from dgalign.sweep.state import (
+from dgalign.runs.directory import RUN_FILES, RunDirectory, read_run_json, sub_directories
+from dgalign.runs.launch import live_claim
+from dgalign.runs.lock import LockError, describe_owner, run_lock
+from dgalign.runs.state import (
     JobState,
     count_states,
     err_tail,
     format_counts,
-    live_claim,
     live_owner,
     run_state,
 )
-from dgalign.train.lock import LockError, run_lock
+from dgalign.sweep.jobs import Job
 
 Printer = Callable[[str], None]
 
@@ -28,32 +28,19 @@ Printer = Callable[[str], None]
 def job_from_dir(path: Path) -> Job | None:
     """A job rebuilt from a run directory's `run.json` (or, for DomainBed's runs, the `args`
     of its first record); None when the directory holds neither."""
-    args: dict[str, Any] | None = None
-    try:
-        args = json.loads((path / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    args = read_run_json(path)
+    if args is None:
         try:
-            with open(path / "results.jsonl") as handle:
+            with open(RunDirectory(path).results) as handle:
                 args = json.loads(handle.readline())["args"]
         except (OSError, json.JSONDecodeError, KeyError, TypeError):
             return None
     if not isinstance(args, dict) or "dataset" not in args:
         return None
-    keys = ("dataset", "algorithm", "test_envs", "hparams_seed", "trial_seed")
-    return Job({k: args.get(k, "?") for k in keys}, path.resolve())
+    return Job({k: args.get(k, "?") for k in JOB_KEYS}, path.resolve())
 
 
-# Files whose presence makes a folder a run directory (a `plots` folder is not one).
-RUN_FILES = (
-    "run.json",
-    "results.jsonl",
-    "job.json",
-    "err.txt",
-    "out.txt",
-    "lock",
-    "done",
-    "launch.lock",
-)
+JOB_KEYS = ("dataset", "algorithm", "test_envs", "hparams_seed", "trial_seed")
 
 
 def scan_jobs(sweep_dir: str | Path) -> list[Job]:
@@ -62,19 +49,10 @@ def scan_jobs(sweep_dir: str | Path) -> list[Job]:
     if not root.is_dir():
         raise ConfigError(f"sweep directory {root} does not exist")
     jobs = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for path in sub_directories(root):
         job = job_from_dir(path)
         if job is None and any((path / name).exists() for name in RUN_FILES):
-            job = Job(
-                {
-                    "dataset": "?",
-                    "algorithm": "?",
-                    "test_envs": "?",
-                    "hparams_seed": "?",
-                    "trial_seed": "?",
-                },
-                path.resolve(),
-            )
+            job = Job(dict.fromkeys(JOB_KEYS, "?"), path.resolve())
         if job is not None:
             jobs.append(job)
     return jobs
@@ -108,12 +86,11 @@ def print_status(
         for job in running:
             owner = live_owner(job.output_dir)
             claim = live_claim(job.output_dir) or {}
-            if owner:
-                who = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
-            else:
-                who = f"starting: claimed by launcher pid {claim.get('pid', '?')} on " + str(
-                    claim.get("host", "?")
-                )
+            who = (
+                describe_owner(owner)
+                if owner
+                else f"starting: claimed by launcher {describe_owner(claim)}"
+            )
             out(f"  {job.describe()}  ({who})  {job.output_dir}")
     failed = [job for job, state in states if state is JobState.FAILED]
     if failed:
@@ -140,7 +117,7 @@ def delete_run_dirs(jobs: list[Job], out: Printer = print) -> int:
             continue
         try:
             with run_lock(path):
-                if (path / "done").exists():
+                if RunDirectory(path).is_done():
                     continue
                 shutil.rmtree(path)
                 deleted += 1

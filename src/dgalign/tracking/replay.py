@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dgalign.errors import ConfigError
+from dgalign.runs.directory import RunDirectory, read_results, sub_directories
+from dgalign.runs.identity import REPRODUCTION, is_reproduction, read_identity
+from dgalign.runs.state import JobState, run_state
 from dgalign.tracking.base import Point, RunInfo, record_point
 from dgalign.tracking.identity import restart_points, restart_run_info, train_run_info
 from dgalign.tracking.session import Tracking
@@ -46,33 +49,24 @@ class Exported:
 
 
 def _run_dirs(root: Path) -> list[Path]:
-    if (root / "results.jsonl").exists():
+    if RunDirectory(root).results.exists():
         return [root]
-    return sorted(
-        p
-        for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / "results.jsonl").exists()
-    )
+    return [p for p in sub_directories(root) if RunDirectory(p).results.exists()]
 
 
 def export_dir(directory: str | Path, loggers: list[str]) -> Exported:
     """Replay `directory` into `loggers`; TrackingError on the first tracker failure,
     ConfigError when it holds no run."""
-    from dgalign.report.runs import read_records
-    from dgalign.sweep.state import JobState, run_state
-
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory; pass a run, sweep or reproduction dir")
     Tracking(loggers)  # ConfigError for a missing extra before anything is written
     done = Exported(skipped=[])
-    config = root / "config.json"
-    if config.exists() and "identity" in (saved := json.loads(config.read_text())):
+    if is_reproduction(root):
+        identity = read_identity(root, REPRODUCTION)
         for path in sorted(root.glob("*/restart*.json")):
             points = restart_points(json.loads(path.read_text()))
-            replay(
-                loggers, restart_run_info(root, path, saved["identity"]), points, "FINISHED", True
-            )
+            replay(loggers, restart_run_info(root, path, identity), points, "FINISHED", True)
             done.runs, done.points = done.runs + 1, done.points + len(points)
     else:
         for run_dir in _run_dirs(root):
@@ -80,7 +74,7 @@ def export_dir(directory: str | Path, loggers: list[str]) -> Exported:
             if state is JobState.RUNNING:
                 done.skipped.append(f"{run_dir.name} (running: its own --logger gets it)")
                 continue
-            records, _ = read_records(run_dir / "results.jsonl")
+            records, _ = read_results(RunDirectory(run_dir).results)
             if not records:
                 done.skipped.append(f"{run_dir.name} (no readable record)")
                 continue

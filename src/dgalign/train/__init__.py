@@ -1,4 +1,5 @@
-"""One training run: arguments, run directory, loop, evaluation, checkpoints and records."""
+"""One training run: arguments, loop, evaluation, checkpoints, records, SWA / SWAD. Its run
+directory (files, lock, identity) is `dgalign.runs`."""
 
 from dgalign.train.config import RunConfig
 from dgalign.train.loop import run_training

@@ -7,24 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dgalign.errors import ConfigError
+from dgalign.utils.checks import check_count, check_seed
 
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("domain_generalization", "domain_adaptation")
-SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit; DomainBed's per-job seeds are below 2**31
-
-
-def check_seed(flag: str, value: object) -> None:
-    """ConfigError unless `value` is an integer in [0, SEED_MAX]."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
-        raise ConfigError(f"{flag} must be an integer in [0, {SEED_MAX}], got {value!r}")
-
-
-def check_count(flag: str, value: object, minimum: int = 1) -> None:
-    """ConfigError unless `value` is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{flag} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
 
 
 @dataclass

@@ -12,7 +12,6 @@ checkpointed with it and saved as model_swa.pt.
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 from collections import defaultdict
@@ -29,19 +28,20 @@ from dgalign.data import get_dataset_class
 from dgalign.data.splits import InfiniteLoader, Subset, split_environment, split_uda
 from dgalign.errors import ConfigError, DGAlignError, TrainingDiverged, os_error
 from dgalign.hparam_grids import run_hparams
+from dgalign.runs.directory import RunDirectory
+from dgalign.runs.lock import run_lock
 from dgalign.tracking import Tracking
 from dgalign.train.adaptation import UnlabelledBatches
 from dgalign.train.config import RunConfig
 from dgalign.train.diagnostics import curvature_diagnostics
 from dgalign.train.evaluate import accuracy
-from dgalign.train.lock import run_lock
-from dgalign.train.rundir import RunDirectory
 from dgalign.train.state import load_checkpoint, restore, resumed_records, save_checkpoint
 from dgalign.train.swa import CheckpointView, WeightAverage
 from dgalign.train.swad import SWAD, SWADCheckpointView, evaluate_swad, validation_loss
 from dgalign.train.tee import tee_output
 from dgalign.utils.io import atomic_torch_save, remove_with_digest
 from dgalign.utils.progress import progress_bar
+from dgalign.utils.runtime import resolve_device, seed_everything
 
 SWA_BN_STEPS = 10  # steps' minibatches (all training envs) that re-estimate BatchNorm statistics
 
@@ -53,30 +53,6 @@ class RunResult:
     status: str
     output_dir: str
     records: list[dict[str, Any]]
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} was asked for but no CUDA GPU is available; use auto")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (as DomainBed) and make cuDNN deterministic."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
 
 
 def run_training(
@@ -276,9 +252,9 @@ def _train(
     if not config.skip_model_save:
         saved = [(rundir.model, algorithm)]
         if average is not None:
-            saved.append((rundir.path / "model_swa.pt", average.model))
+            saved.append((rundir.model_swa, average.model))
         if swad_model is not None:
-            saved.append((rundir.path / "model_swad.pt", swad_model))
+            saved.append((rundir.model_swad, swad_model))
         for path, model in saved:
             _save_model(path, model, dataset, args)
     rundir.mark_done()

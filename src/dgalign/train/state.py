@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dgalign.errors import RunDirError
-from dgalign.train.rundir import RESTART_HINT
+from dgalign.runs.directory import RESTART_HINT
 from dgalign.utils.io import atomic_torch_save, read_verified_torch
 
 CHECKPOINT_FORMAT = "dgalign-checkpoint-1"
@@ -102,10 +102,44 @@ def restore(algorithm, state: dict[str, Any], path: Path) -> int:
     return step
 
 
+class ExtraStateView:
+    """What the checkpoint functions see when a run keeps state beside the algorithm's (SWA's
+    weight average, SWAD's segments): `inner` (the algorithm, or another such view of it) with
+    `holder.state_dict()` under the reserved key `key` of `extra_state`, so a checkpoint
+    resumes that state exactly; a checkpoint without it is refused with `missing`."""
+
+    def __init__(self, inner: Any, key: str, holder: Any, missing: str) -> None:
+        self.inner = inner
+        self.key = key
+        self.holder = holder
+        self.missing = missing
+
+    @property
+    def algorithm(self) -> Any:
+        """The algorithm under every view."""
+        return getattr(self.inner, "algorithm", self.inner)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any:
+        return self.inner.load_state_dict(state)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**self.inner.extra_state(), self.key: self.holder.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if self.key not in state:
+            raise RunDirError(self.missing)
+        self.holder.load_state_dict(state.pop(self.key))
+        self.inner.load_extra_state(state)
+
+
 def _check_optimizer_shapes(algorithm) -> None:
     """ValueError when an optimizer's per-parameter state (Adam's moments, ...) has another
     shape than its parameter: `Optimizer.load_state_dict` does not check that."""
-    owner = getattr(algorithm, "algorithm", algorithm)  # a `CheckpointView`
+    owner = getattr(algorithm, "algorithm", algorithm)  # under an `ExtraStateView`
     for name, value in vars(owner).items():
         if not isinstance(value, torch.optim.Optimizer):
             continue

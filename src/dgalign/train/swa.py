@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dgalign.errors import RunDirError
+from dgalign.train.state import ExtraStateView
 
 SWA_START = 100  # Arpit et al. skip the first 100 iterations
 CHECKPOINT_KEY = "_swa"  # reserved key of the checkpoint's `extra` dict
@@ -118,30 +118,16 @@ class WeightAverage:
         self.model.load_state_dict(state["model"])
 
 
-class CheckpointView:
+class CheckpointView(ExtraStateView):
     """What the checkpoint functions see when SWA is on: the algorithm, with the average's
     state stored under the reserved key `CHECKPOINT_KEY` of `extra_state` (so a checkpoint
-    resumes the average exactly, and `dgalign.train.state` needs no change)."""
+    resumes the average exactly)."""
 
     def __init__(self, algorithm: nn.Module, average: WeightAverage) -> None:
-        self.algorithm = algorithm
-        self.average = average
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.algorithm.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> Any:
-        return self.algorithm.load_state_dict(state)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {**self.algorithm.extra_state(), CHECKPOINT_KEY: self.average.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        if CHECKPOINT_KEY not in state:
-            raise RunDirError(
-                "the checkpoint holds no weight average although the run uses --swa; rerun "
-                "with --restart-from-scratch to discard it and train from step 0"
-            )
-        self.average.load_state_dict(state.pop(CHECKPOINT_KEY))
-        self.algorithm.load_extra_state(state)
+        super().__init__(
+            algorithm,
+            CHECKPOINT_KEY,
+            average,
+            "the checkpoint holds no weight average although the run uses --swa; rerun "
+            "with --restart-from-scratch to discard it and train from step 0",
+        )

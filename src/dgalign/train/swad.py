@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgalign.data.splits import InfiniteLoader, Subset, is_tensor_backed, iterate_split
-from dgalign.errors import RunDirError
 from dgalign.train.evaluate import accuracy
+from dgalign.train.state import ExtraStateView
 from dgalign.train.swa import has_batchnorm, recompute_batchnorm
 
 N_CONVERGE = 3
@@ -274,32 +274,18 @@ class SWAD:
         self.valley = LossValley.from_state(state["valley"])
 
 
-class SWADCheckpointView:
+class SWADCheckpointView(ExtraStateView):
     """What the checkpoint functions see with `--swad`: `inner` (the algorithm, or SWA's view
     of it) with the SWAD state under the reserved key `CHECKPOINT_KEY` of `extra_state`."""
 
     def __init__(self, inner: Any, swad: SWAD) -> None:
-        self.inner = inner
-        self.swad = swad
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> Any:
-        return self.inner.load_state_dict(state)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {**self.inner.extra_state(), CHECKPOINT_KEY: self.swad.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        if CHECKPOINT_KEY not in state:
-            raise RunDirError(
-                "the checkpoint holds no SWAD state although the run uses --swad; delete "
-                "checkpoint.pt to restart the run from step 0"
-            )
-        self.swad.load_state_dict(state.pop(CHECKPOINT_KEY))
-        self.inner.load_extra_state(state)
+        super().__init__(
+            inner,
+            CHECKPOINT_KEY,
+            swad,
+            "the checkpoint holds no SWAD state although the run uses --swad; delete "
+            "checkpoint.pt to restart the run from step 0",
+        )
 
 
 def evaluate_swad(

@@ -3,7 +3,7 @@
 The old pid-file locks let two processes own one lock: a taker read a stale owner, and while it
 paused before its takeover another process took the lock, which the first then unlinked and
 recreated. These tests pause a taker at each step of taking a lock (the `hook` of
-`dgalign.train.lock`) while others take and release it, in threads and in real processes
+`dgalign.runs.lock`) while others take and release it, in threads and in real processes
 (`dgalign train` through the CLI), and check that one owner at most holds it at any time.
 """
 
@@ -19,9 +19,9 @@ import pytest
 from tests.train.helpers import paused_cli, run_cli, train_argv
 
 from dgalign.errors import RunDirError
-from dgalign.sweep.state import CLAIM_FILE, claim_launch, live_claim, release_launch
-from dgalign.train import lock
-from dgalign.train.lock import (
+from dgalign.runs import lock
+from dgalign.runs.launch import CLAIM_FILE, claim_launch, live_claim, release_launch
+from dgalign.runs.lock import (
     LockError,
     check_lock_support,
     holder,
@@ -190,13 +190,13 @@ def test_a_train_command_holding_the_lock_refuses_a_second(tmp_path, fast_hparam
 PAUSED_CLAIM = """
 import sys
 from pathlib import Path
-from dgalign.train import lock
+from dgalign.runs import lock
 def hook(name, path):
     if name == "opened":
         print("paused", flush=True)
         sys.stdin.readline()
 lock.hook = hook
-from dgalign.sweep.state import claim_launch
+from dgalign.runs.launch import claim_launch
 print(claim_launch(Path(sys.argv[1]), "local"), flush=True)
 sys.stdin.readline()
 """

@@ -36,6 +36,7 @@ from dgalign.errors import RunDirError, os_error
 
 PROBE_RETRY_S = 2.0  # how long a taker waits for probes (never for an owner) to let go
 HOST_LOCAL_ENV = "DGALIGN_HOST_LOCAL_LOCKS"
+RUN_LOCK = "lock"  # a run directory's lock file, held while a process runs it
 
 
 class LockError(RunDirError):
@@ -184,7 +185,7 @@ def holder(path: Path) -> dict | None:
 def run_lock(directory: Path) -> Iterator[None]:
     """Hold `directory/lock` for the duration of the block; RunDirError if another process
     holds it."""
-    path = Path(directory) / "lock"
+    path = Path(directory) / RUN_LOCK
     held = try_lock(path)
     if held is None:
         raise RunDirError(
@@ -266,6 +267,7 @@ def check_lock_support(folder: Path) -> None:
 
 
 __all__ = [
+    "RUN_LOCK",
     "HeldLock",
     "LockError",
     "check_lock_support",

@@ -6,6 +6,10 @@ JSON, see `dgalign.utils.records`), `out.txt` / `err.txt` (the run's printed out
 `checkpoint.pt` (resumable state), `model.pt` (the final model), each `.pt` with its
 `<name>.sha256` digest, `lock` (held while a process runs it) and `done` (written last).
 Everything but `out.txt` / `err.txt` is read and written only while holding `lock`.
+A sweep's launcher adds `job.json` and `launch.lock` (`dgalign.runs.launch`).
+
+`RunDirectory` is the writer's view (strict: resuming needs every record intact); the readers
+(`read_results`, `read_run_json`) take run directories of any origin, DomainBed's included.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from dgalign.errors import RunDirError, os_error
+from dgalign.runs.identity import TRAINING, claim_identity
+from dgalign.runs.launch import CLAIM_FILE, JOB_FILE
+from dgalign.runs.lock import RUN_LOCK
 from dgalign.utils.io import (
-    atomic_write_json,
     atomic_write_jsonl,
     atomic_write_text,
     remove_with_digest,
@@ -31,14 +37,16 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.run_json = self.path / "run.json"
+        self.run_json = self.path / TRAINING.name
         self.results = self.path / "results.jsonl"
         self.checkpoint = self.path / "checkpoint.pt"
         self.model = self.path / "model.pt"
         self.model_swa = self.path / "model_swa.pt"
+        self.model_swad = self.path / "model_swad.pt"
         self.done = self.path / "done"
         self.out = self.path / "out.txt"
         self.err = self.path / "err.txt"
+        self.lock = self.path / RUN_LOCK
 
     def is_done(self) -> bool:
         return self.done.exists()
@@ -56,48 +64,20 @@ class RunDirectory:
         """Check that the directory holds the run with `identity` (writing `run.json` if it
         holds no run yet). Call while holding the run lock. RunDirError if it holds a
         different run or files that are not a run's; with `restart` an unreadable `run.json`
-        and results without one are discarded instead."""
-        if self.run_json.exists():
-            existing = self._read_run_json(restart)
-            if existing is not None:
-                if existing != identity:
-                    diff = sorted(
-                        k
-                        for k in set(existing) | set(identity)
-                        if existing.get(k) != identity.get(k)
-                    )
-                    raise RunDirError(
-                        f"{self.path} holds a different run (differs in {', '.join(diff)}); "
-                        "choose another --output-dir or delete that directory"
-                    )
-                return
-        elif not restart and (self.results.exists() or self.checkpoint.exists()):
-            raise RunDirError(
-                f"{self.path} holds results of an unknown run (no run.json); choose another "
-                "--output-dir, delete that directory, or rerun with --restart-from-scratch"
-            )
-        atomic_write_json(self.run_json, identity)
-
-    def _read_run_json(self, restart: bool) -> dict[str, Any] | None:
-        """The run's identity, or None when it is unreadable and `restart` discards it."""
-        try:
-            existing = json.loads(self.run_json.read_text())
-        except (OSError, ValueError):
-            existing = None
-        if isinstance(existing, dict):
-            return existing
-        if restart:
-            return None
-        raise RunDirError(
-            f"{self.run_json} is unreadable or not a JSON object; delete {self.path}, choose "
-            "another --output-dir, or rerun with --restart-from-scratch"
+        and results without one are discarded instead (`dgalign.runs.identity`)."""
+        claim_identity(
+            self.path,
+            identity,
+            TRAINING,
+            restart=restart,
+            orphans=(self.results, self.checkpoint),
         )
 
     def discard_results(self) -> None:
         """Delete what training produced (done first, so a crash midway leaves an unfinished
         run): done, checkpoint, models and records. Call while holding the run lock."""
         self.done.unlink(missing_ok=True)
-        models = [self.model, self.model_swa, self.path / "model_swad.pt"]
+        models = [self.model, self.model_swa, self.model_swad]
         for path in [self.checkpoint, *models, *self.path.glob("model_step*.pt")]:
             remove_with_digest(path)
         self.results.unlink(missing_ok=True)
@@ -140,3 +120,58 @@ class RunDirectory:
 
     def mark_done(self) -> None:
         atomic_write_text(self.done, "done\n")
+
+
+# -- reading run directories of any origin ----------------------------------------------------
+
+# Files whose presence makes a folder a run directory (a `plots` folder is not one).
+RUN_FILES = (
+    TRAINING.name,
+    "results.jsonl",
+    JOB_FILE,
+    "err.txt",
+    "out.txt",
+    RUN_LOCK,
+    "done",
+    CLAIM_FILE,
+)
+
+
+def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a results.jsonl that carry `args` and `step`, ours and DomainBed's, and
+    how many lines could not be read (a run killed mid-write by a tool that appends, as
+    DomainBed's does, can leave half a line). Unlike `RunDirectory.read_records` (resuming
+    needs every record) a bad line is counted, not refused."""
+    records: list[dict[str, Any]] = []
+    bad = 0
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return records, 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("args"), dict) and "step" in record:
+            records.append(decode_record(record))  # non-finite values restored
+        else:
+            bad += 1
+    return records, bad
+
+
+def read_run_json(directory: str | Path) -> dict[str, Any] | None:
+    """The run's `run.json` as a JSON object, or None when it is absent or unreadable."""
+    try:
+        args = json.loads((Path(directory) / TRAINING.name).read_text())
+    except (OSError, ValueError):
+        return None
+    return args if isinstance(args, dict) else None
+
+
+def sub_directories(root: str | Path) -> list[Path]:
+    """The folders directly under `root` that are not hidden (`.submitit`, ...), by name."""
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
