@@ -143,13 +143,30 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path):
 def test_corrupt_data_file_is_one_line_error(tmp_path, capsys, monkeypatch):
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (raw / name).write_bytes(b"\x00\x00\x08\x03 not really idx")
     monkeypatch.setenv("DGALIGN_MNIST_SOURCES", "local")
-    argv = ["train", "--dataset", "ColoredMNIST", "--algorithm", "ERM", "--test-envs", "2",
-            "--output-dir", str(tmp_path / "r"), "--data-dir", str(tmp_path / "data"),
-            "--steps", "2", "--no-progress"]
+    argv = [
+        "train",
+        "--dataset",
+        "ColoredMNIST",
+        "--algorithm",
+        "ERM",
+        "--test-envs",
+        "2",
+        "--output-dir",
+        str(tmp_path / "r"),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--steps",
+        "2",
+        "--no-progress",
+    ]
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0

@@ -63,7 +63,7 @@ def test_penalty_gradient_matches_autograd_of_explicit_tensors():
     """The penalty keeps the graph: its gradient w.r.t. features and head matches the gradient
     of the explicitly built tensors' penalty."""
     c, d = 3, 2
-    w, zs, ys = make_domains(c, d, (3, 4), seed=11)
+    w, zs, _ = make_domains(c, d, (3, 4), seed=11)
     zs = [z.requires_grad_() for z in zs]
     w.requires_grad_()
 

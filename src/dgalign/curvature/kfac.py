@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dgalign.curvature._checks import augment, check_same_head, check_z_logits, probabilities
+from dgalign.curvature._checks import augment, check_sets, check_z_logits, probabilities
 from dgalign.curvature.gram import head_hessian_inner, head_hessian_sq_norm
 
 __all__ = [
@@ -56,24 +56,9 @@ def kfac_hessian(z: Tensor, logits: Tensor) -> Tensor:
     return torch.kron(a, b)
 
 
-def _check_sets(zs: Sequence[Tensor], logits: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
-    if len(zs) != len(logits) or len(zs) == 0:
-        raise ValueError(
-            f"need the same positive number of feature and logit sets, got {len(zs)} and "
-            f"{len(logits)}"
-        )
-    sets = [check_z_logits(z, lg, f"set {e}") for e, (z, lg) in enumerate(zip(zs, logits))]
-    for z, lg in sets[1:]:
-        check_same_head(*sets[0], z, lg)
-    dtype = sets[0][0].dtype
-    for z, _ in sets[1:]:
-        dtype = torch.promote_types(dtype, z.dtype)
-    return [(z.to(dtype), lg.to(dtype)) for z, lg in sets]
-
-
 def kfac_gram(zs: Sequence[Tensor], logits: Sequence[Tensor]) -> Tensor:
     """K x K matrix <A_e (x) B_e, A_f (x) B_f> = <A_e, A_f> <B_e, B_f>, without any B."""
-    sets = _check_sets(zs, logits)
+    sets = check_sets(zs, logits)
     a = torch.stack([_mean_s(probabilities(lg)).reshape(-1) for _, lg in sets])
     zts = [augment(z) for z, _ in sets]
     k = len(sets)
@@ -110,13 +95,10 @@ def kfac_hessian_error(z: Tensor, logits: Tensor) -> Tensor:
 def kfac_penalty_error(zs: Sequence[Tensor], logits: Sequence[Tensor]) -> Tensor:
     """Relative error |P_kfac - P| / P of the alignment penalty against the exact one,
     P = (1/K) sum_e ||H_e - Hbar||_F^2 from the Gram form <H_e, H_f>."""
-    sets = _check_sets(zs, logits)
+    sets = check_sets(zs, logits)
     k = len(sets)
     exact = torch.stack(
-        [
-            torch.stack([head_hessian_inner(*sets[e], *sets[f]) for f in range(k)])
-            for e in range(k)
-        ]
+        [torch.stack([head_hessian_inner(*sets[e], *sets[f]) for f in range(k)]) for e in range(k)]
     )
     exact_penalty = (torch.diagonal(exact).sum() - exact.sum() / k) / k
     return (kfac_penalty(zs, logits) - exact_penalty).abs() / exact_penalty

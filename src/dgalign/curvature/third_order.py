@@ -29,7 +29,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dgalign.curvature._checks import augment, check_same_head, check_z_logits, probabilities
+from dgalign.curvature._checks import (
+    augment,
+    check_same_head,
+    check_sets,
+    check_z_logits,
+    probabilities,
+)
 
 __all__ = [
     "head_third_derivative",
@@ -44,7 +50,7 @@ def _logit_third(p: Tensor) -> Tensor:
     """Per-sample T(p) [n, C, C, C] (softmax) or [n, 1, 1, 1] (sigmoid)."""
     if p.shape[1] == 1:
         return (p * (1 - p) * (1 - 2 * p))[:, :, None, None]
-    n, c = p.shape
+    c = p.shape[1]
     eye = torch.eye(c, dtype=p.dtype, device=p.device)
     diag3 = torch.einsum("ab,bc->abc", eye, eye)
     pa_pb = p[:, :, None] * p[:, None, :]
@@ -105,23 +111,13 @@ def head_third_inner(z1: Tensor, logits1: Tensor, z2: Tensor, logits2: Tensor) -
 
 def _pooled(zs: Sequence[Tensor], logits: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Pooled z~, p and the [n, K] matrix of domain weights 1/n_e (0 outside domain e)."""
-    if len(zs) != len(logits) or len(zs) == 0:
-        raise ValueError(
-            f"need the same positive number of feature and logit sets, got {len(zs)} and "
-            f"{len(logits)}"
-        )
-    sets = [check_z_logits(z, lg, f"set {e}") for e, (z, lg) in enumerate(zip(zs, logits))]
-    for z, lg in sets[1:]:
-        check_same_head(*sets[0], z, lg)
-    dtype = sets[0][0].dtype
-    for z, _ in sets[1:]:
-        dtype = torch.promote_types(dtype, z.dtype)
-    zt = augment(torch.cat([z.to(dtype) for z, _ in sets]))
-    p = probabilities(torch.cat([lg.to(dtype) for _, lg in sets]))
+    sets = check_sets(zs, logits)
+    zt = augment(torch.cat([z for z, _ in sets]))
+    p = probabilities(torch.cat([lg for _, lg in sets]))
     sizes = [z.shape[0] for z, _ in sets]
     owner = torch.repeat_interleave(torch.arange(len(sets), device=zt.device), torch.tensor(sizes))
-    weights = torch.nn.functional.one_hot(owner, len(sets)).to(dtype)
-    weights = weights / torch.tensor(sizes, dtype=dtype, device=zt.device)
+    weights = torch.nn.functional.one_hot(owner, len(sets)).to(zt.dtype)
+    weights = weights / torch.tensor(sizes, dtype=zt.dtype, device=zt.device)
     return zt, p, weights
 
 
