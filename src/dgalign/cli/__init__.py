@@ -15,6 +15,7 @@ from dgalign.cli import (
     analyze_cmd,
     bench_cmd,
     data_cmd,
+    probe_cmd,
     report_cmd,
     reproduce_cmd,
     sweep_cmd,
@@ -31,6 +32,7 @@ SUBCOMMANDS = (
     bench_cmd,
     analyze_cmd,
     reproduce_cmd,
+    probe_cmd,
 )
 
 
