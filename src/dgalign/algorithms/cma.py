@@ -17,7 +17,11 @@ re-created when it switches on). The Hessian term has three evaluations (`hessia
                                      = tr M - (1/K) 1^T M 1,
           each M_ef from `head_hessian_inner` (O(n_e n_f (C + d)) time, O(n_e n_f) memory): equal
           to `full` for any C and d, without ever building a Hessian;
-    diag  aligns only the diagonals: (1/K) sum_e ||diag H_e - mean_f diag H_f||^2.
+    diag  aligns only the diagonals: (1/K) sum_e ||diag H_e - mean_f diag H_f||^2;
+    kfac  aligns the Kronecker-factored Hessians H_e ~ E[S] (x) E[z~ z~^T]
+          (`dgalign.curvature.kfac`, O(n^2 d + n C^2), never builds a factor product).
+`order=3` adds gamma (1/K) sum_e ||T_e - Tbar||_F^2 over the third-derivative tensors of the
+head loss, from their Gram form (`dgalign.curvature.third_order`, O(n^2 (C + d))).
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ from torch import Tensor
 from dgalign.algorithms.hessian import HeadAlignment, Penalties
 from dgalign.algorithms.registry import register
 from dgalign.curvature import head_gradient, head_hessian, head_hessian_diag, head_hessian_inner
+from dgalign.curvature.kfac import kfac_penalty
+from dgalign.curvature.third_order import third_order_penalty
 from dgalign.errors import ConfigError
 from dgalign.hparams import SMALL_IMAGES, HParam, const, int_log_uniform, log_uniform
 
-HESSIAN_MODES = ("full", "gram", "diag")
+HESSIAN_MODES = ("full", "gram", "diag", "kfac")
+ORDERS = (2, 3)
 
 
 def full_hessian_bytes(num_domains: int, num_classes: int, d: int, itemsize: int = 4) -> int:
@@ -89,6 +96,8 @@ def cma_hessian_penalty(
     if mode == "gram":
         gram = hessian_gram(zs, logits)
         return (torch.diagonal(gram).sum() - gram.sum() / k) / k
+    if mode == "kfac":
+        return kfac_penalty(zs, logits)
     if mode == "diag":
         diags = torch.stack([head_hessian_diag(z, lg) for z, lg in zip(zs, logits, strict=True)])
         return (diags - diags.mean(0)).square().sum() / k
@@ -126,8 +135,14 @@ class CMA(HeadAlignment):
         ),
         HParam("hessian_mode", "gram", const("gram"), "full, gram (same value, no H) or diag"),
         HParam("hessian_memory_mb", 1024, const(1024), "budget for hessian_mode full (MiB)"),
+        HParam("order", 2, const(2), "3: also align third-derivative tensors (weight gamma)"),
+        HParam("gamma", 1000.0, log_uniform(1, 4), "third-order weight (no reference value)"),
     )
-    WEIGHTS: ClassVar[dict[str, str]] = {"grad_penalty": "grad_alpha", "hess_penalty": "hess_beta"}
+    WEIGHTS: ClassVar[dict[str, str]] = {
+        "grad_penalty": "grad_alpha",
+        "hess_penalty": "hess_beta",
+        "third_penalty": "gamma",
+    }
     LINEAR_HEAD = True
 
     @classmethod
@@ -154,6 +169,8 @@ class CMA(HeadAlignment):
         mode = self.hparams["hessian_mode"]
         if mode not in HESSIAN_MODES:
             raise ConfigError(f"hessian_mode must be one of {HESSIAN_MODES}, got {mode!r}")
+        if self.hparams.get("order", 2) not in ORDERS:
+            raise ConfigError(f"CMA order must be one of {ORDERS}, got {self.hparams['order']!r}")
         if mode == "full":
             weight = self.classifier.weight
             check_full_budget(
@@ -166,7 +183,10 @@ class CMA(HeadAlignment):
 
     def penalties(self, zs: list[Tensor], logits: list[Tensor], ys: list[Tensor]) -> Penalties:
         mode, budget = self.hparams["hessian_mode"], float(self.hparams["hessian_memory_mb"])
-        return {
+        out = {
             "grad_penalty": cma_gradient_penalty(zs, logits, ys),
             "hess_penalty": cma_hessian_penalty(zs, logits, mode, budget),
         }
+        if self.hparams.get("order", 2) == 3:
+            out["third_penalty"] = third_order_penalty(zs, logits)
+        return out
