@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from dgalign import algorithms
+from dgalign.bench import cma_tables
 from dgalign.errors import ConfigError, DGAlignError
 from dgalign.hparams import default_hparams
 
@@ -283,6 +284,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default="a,b", help="comma-separated subset of a,b")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and steps (smoke test)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--cma-tables", action="store_true", help="the CMA cost tables instead")
+    cma_tables.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -291,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cma_tables:
+        return cma_tables.run(args)
     results = run_benchmark(cases, args.steps, args.warmup, args.device, args.quick)
     print(format_results(results))
     return 0
