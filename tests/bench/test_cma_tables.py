@@ -28,7 +28,9 @@ def test_quick_tables_through_the_cli(capsys):
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    time_table = out.split("Peak memory")[0]
+    assert out.startswith("Step CPU time in ms (cpu, 1 threads")
+    time_table = out.split("Step wall time")[0]
+    assert "Step wall time in ms" in out.split("Peak memory")[0]
     header = next(line for line in time_table.splitlines() if line.startswith("| head"))
     assert [c.strip() for c in header.split("|")[2:-2]] == list(METHODS)
     rows = [line for line in time_table.splitlines() if line.startswith("| ColoredMNIST")]

@@ -133,7 +133,7 @@ class CMA(HeadAlignment):
             int_log_uniform(10, 2, 4),
             "steps without penalties, Adam re-created after (range: authors; default: Fishr's)",
         ),
-        HParam("hessian_mode", "gram", const("gram"), "full, gram (same value, no H), diag or kfac"),
+        HParam("hessian_mode", "gram", const("gram"), "full, gram (same value, no H), diag, kfac"),
         HParam("hessian_memory_mb", 1024, const(1024), "budget for hessian_mode full (MiB)"),
         HParam("order", 2, const(2), "3: also align third-derivative tensors (weight gamma)"),
         HParam("gamma", 1000.0, log_uniform(1, 4), "third-order weight (no reference value)"),

@@ -13,10 +13,14 @@ penalties on from the first step:
     Hutchinson    300 Rademacher probes (the generic autograd algorithm);
     CMA-kfac      CMA, hessian_mode kfac;
     CMA-order3    CMA-gram plus the third-order term.
-Time and memory are measured as `dgalign.bench.curvature` measures them: median wall time of
-one `update` over `steps` rounds after `warmup` rounds, every round running every method of the
-shape once in an order rotated per round; peak tensor bytes of one extra `update` above those
-alive before it (CUDA: max_memory_allocated; CPU: the profiler's allocation events).
+Time: the median over `steps` rounds after `warmup` rounds of one `update`, every round running
+every method of the shape once in an order rotated per round. On CPU both the process CPU time
+(`time.process_time`, all threads) and the wall time are kept: on a shared, oversubscribed
+machine a step of a few milliseconds of work can wait tens of milliseconds for a core, so the
+CPU time is the measure of the work and the wall time that of the wait; on CUDA, wall time
+after synchronising. Memory as `dgalign.bench.curvature` measures it: peak tensor bytes of one
+extra `update` above those alive before it (CUDA: max_memory_allocated; CPU: the profiler's
+allocation events).
 K-FAC error: on the same features, with the head at its initialisation and with a head whose
 logits have standard deviation 3 (confident predictions, as after training), the relative
 error ||H - A (x) B||_F / ||H||_F (mean over domains) and |P_kfac - P| / P of the penalty.
@@ -68,12 +72,19 @@ class Shape:
 class Cell:
     method: str
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
     peak_mb: float | None = None
     refused: str | None = None
 
     @property
     def step_ms(self) -> float | None:
+        """Median wall time of a step (ms)."""
         return 1e3 * statistics.median(self.times) if self.times else None
+
+    @property
+    def cpu_ms(self) -> float | None:
+        """Median process CPU time of a step (ms)."""
+        return 1e3 * statistics.median(self.cpu_times) if self.cpu_times else None
 
 
 @dataclass
@@ -167,11 +178,12 @@ def run_shape(
         k = r % len(active)
         for method in active[k:] + active[:k]:
             _sync(device)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             built[method].update(data)
             _sync(device)
             if r >= warmup:
                 cells[method].times.append(time.perf_counter() - start)
+                cells[method].cpu_times.append(time.process_time() - cpu)
     for method, algorithm in built.items():
         cells[method].peak_mb = peak_bytes(algorithm, data, device) / 2**20
     errors = kfac_errors(shape, data, built["ERM"].classifier)
@@ -199,37 +211,44 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def format_tables(results: Sequence[ShapeResult], device: str, steps: int, warmup: int) -> str:
-    """Two Markdown tables: step time (ms) and peak memory (MB) by shape and method (ratio of
-    Hutchinson to CMA-gram), then the K-FAC errors."""
+def _time_table(results: Sequence[ShapeResult], title: str, attr: str) -> list[str]:
     head = ["head (dataset: C, K x batch, d)", *METHODS, "Hutchinson / CMA-gram"]
-    lines = [
-        f"Step time in ms ({device}, {torch.get_num_threads()} threads; median of {steps} steps "
-        f"after {warmup} warm-up rounds, methods interleaved; refused: over the full budget)",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|---|" + "---:|" * (len(head) - 1),
-    ]
-
-    def label(s: Shape) -> str:
-        return f"{s.dataset}: {s.num_classes}, {s.num_domains} x {s.batch}, {s.dim}"
-
+    lines = [title, "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for res in results:
         cells = {c.method: c for c in res.cells}
-        gram, hut = cells["CMA-gram"].step_ms, cells["Hutchinson"].step_ms
+        gram, hut = getattr(cells["CMA-gram"], attr), getattr(cells["Hutchinson"], attr)
         ratio = f"{hut / gram:.0f}x" if gram and hut else "-"
-        row = [("refused" if c.refused else _fmt(c.step_ms)) for c in res.cells]
-        lines.append(f"| {label(res.shape)} | " + " | ".join(row) + f" | {ratio} |")
+        row = [("refused" if c.refused else _fmt(getattr(c, attr))) for c in res.cells]
+        lines.append(f"| {_label(res.shape)} | " + " | ".join(row) + f" | {ratio} |")
+    return lines
+
+
+def _label(s: Shape) -> str:
+    return f"{s.dataset}: {s.num_classes}, {s.num_domains} x {s.batch}, {s.dim}"
+
+
+def format_tables(results: Sequence[ShapeResult], device: str, steps: int, warmup: int) -> str:
+    """Markdown tables: step time in ms by shape and method (CPU: process CPU time, then wall
+    time), peak memory in MB, then the K-FAC errors."""
+    how = (
+        f"{device}, {torch.get_num_threads()} threads; median of {steps} steps after {warmup} "
+        "warm-up rounds, methods interleaved; refused: over the full budget"
+    )
+    lines: list[str] = []
+    if device.startswith("cpu"):
+        lines += [*_time_table(results, f"Step CPU time in ms ({how})", "cpu_ms"), ""]
+    lines += _time_table(results, f"Step wall time in ms ({how})", "step_ms")
+    head = ["head (dataset: C, K x batch, d)", *METHODS]
     lines += [
         "",
         "Peak memory of one step in MB (tensor bytes above those alive before it)",
         "",
-        "| " + " | ".join(head[:-1]) + " |",
-        "|---|" + "---:|" * (len(head) - 2),
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 1),
     ]
     for res in results:
         row = [("refused" if c.refused else _fmt(c.peak_mb)) for c in res.cells]
-        lines.append(f"| {label(res.shape)} | " + " | ".join(row) + " |")
+        lines.append(f"| {_label(res.shape)} | " + " | ".join(row) + " |")
     lines += [
         "",
         "K-FAC approximation error: mean_e ||H_e - A_e (x) B_e|| / ||H_e|| and |P_kfac - P| / P",
@@ -241,7 +260,7 @@ def format_tables(results: Sequence[ShapeResult], device: str, steps: int, warmu
     for res in results:
         e0, e3 = res.kfac_error["init"], res.kfac_error["logit std 3"]
         lines.append(
-            f"| {label(res.shape)} | {e0[0]:.3f} | {e0[1]:.3f} | {e3[0]:.3f} | {e3[1]:.3f} |"
+            f"| {_label(res.shape)} | {e0[0]:.3f} | {e0[1]:.3f} | {e3[0]:.3f} | {e3[1]:.3f} |"
         )
     refusals = {c.refused for r in results for c in r.cells if c.refused}
     lines += ["", *(f"refused: {text}" for text in sorted(refusals))]
