@@ -169,6 +169,7 @@ def test_bad_protocol_settings_are_refused(feature_dir):
         (ProbeConfig("ERM", epochs=0), "--epochs"),
         (ProbeConfig("ERM", batch_size=0), "--batch-size"),
         (ProbeConfig("ERM", domains="colour"), "--domains"),
+        (ProbeConfig("ERM", device="gpu0"), "not a torch device"),
     ):
         with pytest.raises(ConfigError, match=match):
             run_seed(fs, config, seed=0)

@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ext.add_argument("--batch-size", type=int, default=64)
     ext.add_argument("--shard-rows", type=int, default=4096, help="rows per resumable shard")
     ext.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    ext.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    ext.add_argument("--device", default="cpu", help="auto, cpu or cuda[:i]")
     ext.add_argument("--seed", type=int, default=0, help="cmnist: the restart's data seed")
     ext.set_defaults(handler=run_extract)
 
@@ -73,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, help="folder for the per-seed records")
     tr.add_argument("--name", default=None, help="result file name (default: the algorithm)")
     tr.add_argument("--format", choices=("markdown", "csv"), default="markdown")
-    tr.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    tr.add_argument("--device", default="cpu", help="auto, cpu or cuda[:i]")
     tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     tr.set_defaults(handler=run_train)
 

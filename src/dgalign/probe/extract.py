@@ -28,6 +28,7 @@ from dgalign.errors import ConfigError, DataError, RunDirError
 from dgalign.probe.backbones import Extractor
 from dgalign.probe.datasets import SPLITS, ProbeDataset
 from dgalign.probe.features import SIDECAR, VERSION, read_sidecar, save_features
+from dgalign.train.loop import resolve_device
 from dgalign.utils.io import atomic_open, atomic_write_json
 
 log = logging.getLogger("dgalign")
@@ -113,7 +114,7 @@ def extract_features(
     shards = shard_bounds(len(dataset), shard_rows)
     todo = [s for s in shards if not _shard_path(partial, s).exists()]
     done_rows = sum(b - a for a, b in shards) - sum(b - a for a, b in todo)
-    dev = torch.device(device)
+    dev = resolve_device(device)
     model = extractor.model.to(dev).eval()
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(dataset), initial=done_rows, desc="extract", disable=not show, unit="row")

@@ -44,6 +44,7 @@ from dgalign.errors import ConfigError, TrainingDiverged
 from dgalign.hparams import apply_overrides, default_hparams
 from dgalign.probe.features import FeatureSet
 from dgalign.probe.projection import ProjectionConfig, fit_projection
+from dgalign.train.loop import resolve_device
 
 EPOCHS = {"waterbirds": 300, "celeba": 50, "multinli": 3, "cmnist": 50}
 DOMAINS = ("environment", "attribute", "group")
@@ -194,7 +195,7 @@ def run_seed(fs: FeatureSet, config: ProbeConfig, seed: int) -> dict[str, Any]:
     projection = fit_projection(
         config.projection, fs.features[train], fs.label[train], env_of_row, len(envs)
     )
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     x = torch.from_numpy(projection.apply(fs.features)).to(device)
     y = torch.from_numpy(fs.label).to(device)
     torch.manual_seed(seed)
