@@ -14,13 +14,15 @@ penalties on from the first step:
     CMA-kfac      CMA, hessian_mode kfac;
     CMA-order3    CMA-gram plus the third-order term.
 Time: the median over `steps` rounds after `warmup` rounds of one `update`, every round running
-every method of the shape once in an order rotated per round. On CPU both the process CPU time
-(`time.process_time`, all threads) and the wall time are kept: on a shared, oversubscribed
-machine a step of a few milliseconds of work can wait tens of milliseconds for a core, so the
-CPU time is the measure of the work and the wall time that of the wait; on CUDA, wall time
-after synchronising. Memory as `dgalign.bench.curvature` measures it: peak tensor bytes of one
-extra `update` above those alive before it (CUDA: max_memory_allocated; CPU: the profiler's
-allocation events).
+every method of the shape in an order rotated per round, each as two back-to-back updates of
+which the second is timed (a step timed right after CMA-full's 100 MB+ of temporaries ran
+measurably slower: 8.7 vs 4.9 ms of CPU for CMA-gram on the VLCS head at d = 384). On CPU
+both the process CPU time (`time.process_time`, all threads) and the wall time are kept: on a
+shared, oversubscribed machine a step of a few milliseconds of work can wait tens of
+milliseconds for a core, so the CPU time measures the work and the wall time adds the wait;
+on CUDA, wall time after synchronising. Memory as `dgalign.bench.curvature` measures it: peak
+tensor bytes of one extra `update` above those alive before it (CUDA: max_memory_allocated;
+CPU: the profiler's allocation events).
 K-FAC error: on the same features, with the head at its initialisation and with a head whose
 logits have standard deviation 3 (confident predictions, as after training), the relative
 error ||H - A (x) B||_F / ||H||_F (mean over domains) and |P_kfac - P| / P of the penalty.
@@ -177,6 +179,7 @@ def run_shape(
     for r in range(warmup + steps):
         k = r % len(active)
         for method in active[k:] + active[:k]:
+            built[method].update(data)  # untimed: the timed step never follows another method
             _sync(device)
             start, cpu = time.perf_counter(), time.process_time()
             built[method].update(data)
