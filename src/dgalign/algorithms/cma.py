@@ -26,18 +26,26 @@ The Hessian term has these evaluations (`hessian_mode`, dispatched through
           (`curvature.forms`: O(n^2 (C + d)) time, O(n) memory per block row): equal to `full`
           for any C and d, without ever building a Hessian;
     diag  aligns only the diagonals: red_e ||diag H_e - mean_f diag H_f||^2.
+    kfac  aligns the Kronecker-factored Hessians H_e ~ E[S] (x) E[z~ z~^T]
+          (`dgalign.curvature.kfac`, O(n^2 d + n C^2), never builds a factor product).
+`order=3` adds gamma red_e ||T_e - Tbar||_F^2 over the third-derivative tensors of the head
+loss, from their Gram form (`dgalign.curvature.third_order`, O(n^2 (C + d))); the authors have
+no third-order term, so it is not rescaled by `normalization`. `kfac` and `order=3` take one
+model at a time (features [n, d]), not the reproduction's stacked restarts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from dgalign.algorithms.hessian import HeadAlignment, Terms
 from dgalign.algorithms.registry import register
 from dgalign.curvature import penalties as closed
+from dgalign.curvature.kfac import kfac_penalty
+from dgalign.curvature.third_order import third_order_penalty
 from dgalign.errors import ConfigError
 from dgalign.hparams import (
     LEARNING_RATE,
@@ -51,7 +59,8 @@ from dgalign.hparams import (
     one_of,
 )
 
-HESSIAN_MODES = tuple(closed.CMA_MODES)
+HESSIAN_MODES = (*closed.CMA_MODES, "kfac")
+ORDERS = (2, 3)
 NORMALIZATIONS = ("authors", "none")
 #: the CMA authors' weight scale for ResNet features (2048-d) against ViT-S (384-d)
 RESNET_SCALE = 2048 / 384
@@ -125,7 +134,7 @@ class CMA(HeadAlignment):
             "hessian_mode",
             "gram",
             const("gram"),
-            "full, gram (same value, no H) or diag",
+            "full, gram (same value, no H), diag or kfac",
             one_of(*HESSIAN_MODES),
         ),
         HParam(
@@ -149,7 +158,26 @@ class CMA(HeadAlignment):
             "authors: terms / C^2, ResNet weights / 2048/384 (Hessian: squared); none",
             one_of(*NORMALIZATIONS),
         ),
+        HParam(
+            "order",
+            2,
+            const(2),
+            "3: also align third-derivative tensors (weight gamma)",
+            integer(2),  # 2 or 3: check_hparams
+        ),
+        HParam(
+            "gamma",
+            1000.0,
+            log_uniform(1, 4),
+            "third-order weight (no reference value)",
+            nonnegative(),
+        ),
     )
+    TERM_WEIGHTS: ClassVar[dict[str, str | None]] = {
+        "grad_penalty": "grad_weight",
+        "hess_penalty": "hess_weight",
+        "third_penalty": "gamma",
+    }
     LINEAR_HEAD = True
 
     @classmethod
@@ -171,6 +199,8 @@ class CMA(HeadAlignment):
         mode = hparams["hessian_mode"]
         if mode not in HESSIAN_MODES:
             raise ConfigError(f"hessian_mode must be one of {HESSIAN_MODES}, got {mode!r}")
+        if hparams.get("order", 2) not in ORDERS:
+            raise ConfigError(f"CMA order must be one of {ORDERS}, got {hparams['order']!r}")
         if hparams.get("reduction", "mean") not in closed.REDUCTIONS:
             raise ConfigError(
                 f"reduction must be one of {closed.REDUCTIONS}, got {hparams['reduction']!r}"
@@ -201,19 +231,32 @@ class CMA(HeadAlignment):
     @classmethod
     def head_penalties(cls, z, weight, bias, y, counts, hparams) -> tuple[Tensor, Terms]:
         cls.check_hparams(hparams)
-        mode = hparams["hessian_mode"]
+        mode, order = hparams["hessian_mode"], hparams.get("order", 2)
+        reduction = hparams.get("reduction", "mean")
         c, d = weight.shape[-2], weight.shape[-1]
         if mode == "full":
             restarts = z[..., 0, 0].numel()
             itemsize = z.element_size() * restarts
             check_full_budget(len(counts), c, d, itemsize, float(hparams["hessian_memory_mb"]))
-        logits, terms = closed.cma_alignment(
-            z, weight, bias, y, counts, mode, hparams.get("reduction", "mean")
-        )
+        closed_mode = "diag" if mode == "kfac" else mode  # its hess_penalty is replaced below
+        logits, terms = closed.cma_alignment(z, weight, bias, y, counts, closed_mode, reduction)
+        extra = {}
+        if mode == "kfac" or order == 3:
+            if z.dim() != 2:
+                raise ConfigError(
+                    "CMA hessian_mode 'kfac' and order 3 take one model's features [n, d], "
+                    f"got a tensor of shape {tuple(z.shape)}; use hessian_mode gram, order 2"
+                )
+            zs, lgs = list(z.split(list(counts))), list(logits.split(list(counts)))
+            scale = len(counts) if reduction == "sum" else 1
+            if mode == "kfac":
+                terms["hess_penalty"] = kfac_penalty(zs, lgs) * scale
+            if order == 3:
+                extra["third_penalty"] = third_order_penalty(zs, lgs) * scale
         if hparams.get("normalization", "authors") == "authors":
-            scale = authors_term_scale(c)
-            terms = {k: v * scale for k, v in terms.items()}
-        return logits, terms
+            norm = authors_term_scale(c)
+            terms = {k: v * norm for k, v in terms.items()}
+        return logits, {**terms, **extra}
 
     @classmethod
     def term_weights(cls, hparams: dict[str, Any], num_classes: int) -> dict[str, float]:

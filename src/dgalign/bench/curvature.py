@@ -29,7 +29,7 @@ from torch import nn
 
 from dgalign import algorithms
 from dgalign.algorithms.spaces import default_hparams
-from dgalign.bench import script_main, set_threads
+from dgalign.bench import cma_tables, script_main, set_threads
 from dgalign.errors import ConfigError
 
 METHODS = ("ERM", "HGP", "Hutchinson", "HessianDiag", "CMA-full", "CMA-gram")
@@ -284,11 +284,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default="a,b", help="comma-separated subset of a,b")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and steps (smoke test)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--cma-tables", action="store_true", help="the CMA cost tables instead")
+    cma_tables.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     set_threads(args.threads)
+    if args.cma_tables:
+        return cma_tables.run(args)
     results = run_benchmark(cases, args.steps, args.warmup, args.device, args.quick)
     print(format_results(results))
     return 0

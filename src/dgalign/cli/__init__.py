@@ -16,6 +16,7 @@ from dgalign.cli import (
     analyze_cmd,
     bench_cmd,
     data_cmd,
+    probe_cmd,
     report_cmd,
     reproduce_cmd,
     runs_cmd,
@@ -34,6 +35,7 @@ SUBCOMMANDS = (
     analyze_cmd,
     reproduce_cmd,
     runs_cmd,
+    probe_cmd,
 )
 
 

@@ -7,6 +7,8 @@ so every formula uses the augmented features z~ = [z, 1].
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -78,3 +80,21 @@ def probabilities(logits: Tensor) -> Tensor:
 def augment(z: Tensor) -> Tensor:
     """z~ = [z, 1]: the bias is the last column of the head."""
     return torch.cat([z, z.new_ones(z.shape[0], 1)], dim=1)
+
+
+def check_sets(zs: Sequence[Tensor], logits: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Validate K >= 1 (z, logits) sets of one head; return them in their common dtype."""
+    if len(zs) != len(logits) or len(zs) == 0:
+        raise ValueError(
+            f"need the same positive number of feature and logit sets, got {len(zs)} and "
+            f"{len(logits)}"
+        )
+    sets = [
+        check_z_logits(z, lg, f"set {e}") for e, (z, lg) in enumerate(zip(zs, logits, strict=True))
+    ]
+    for z, lg in sets[1:]:
+        check_same_head(*sets[0], z, lg)
+    dtype = sets[0][0].dtype
+    for z, _ in sets[1:]:
+        dtype = torch.promote_types(dtype, z.dtype)
+    return [(z.to(dtype), lg.to(dtype)) for z, lg in sets]
