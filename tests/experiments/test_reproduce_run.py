@@ -10,6 +10,7 @@ from dgalign.cli.reproduce_cmd import config_from_args
 from dgalign.errors import RunDirError
 from dgalign.experiments import cmnist_data, cmnist_run
 from dgalign.experiments.cmnist_data import DataConfig
+from dgalign.experiments.cmnist_rows import CORE
 from dgalign.experiments.cmnist_run import ReproduceConfig, run_reproduction
 from dgalign.experiments.cmnist_train import Protocol
 
@@ -101,9 +102,14 @@ def test_run_resume_report_and_transferability(tmp_path, fake_mnist, monkeypatch
 def test_cli_defaults_and_quick():
     parser = build_parser()
     cfg = config_from_args(parser.parse_args(["reproduce", "cmnist", "--quick", "--label-shift"]))
-    assert cfg.quick and cfg.restarts == 2 and cfg.protocol.steps == 201
-    assert cfg.protocol.anneal_iters == 75 and cfg.data.pool == 10000 and cfg.data.label_shift
+    assert cfg.quick and cfg.restarts == 1 and cfg.methods == list(CORE)
+    assert cfg.protocol == Protocol() and cfg.data.pool == 50000 and cfg.data.label_shift
     assert cfg.output_dir == "runs/reproduce-cmnist-labelshift-quick"
+    full = config_from_args(parser.parse_args(["reproduce", "cmnist", "--label-shift"]))
+    assert full.identity() == cfg.identity()  # the full run continues a QUICK directory
+    argv = ["reproduce", "cmnist", "--quick", "--methods", "VREx"]
+    cfg = config_from_args(parser.parse_args(argv))
+    assert cfg.methods == ["VREx"]
     cfg = config_from_args(parser.parse_args(["reproduce", "cmnist", "--ablations"]))
     assert not cfg.quick and cfg.restarts == 10 and cfg.protocol.steps == 501
     assert "HGP(beta=0)" in cfg.methods and cfg.output_dir == "runs/reproduce-cmnist"

@@ -12,7 +12,7 @@ from pathlib import Path
 from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.cli.train_cmd import add_logger_option
 from dgalign.experiments.cmnist_data import SPLITS, DataConfig
-from dgalign.experiments.cmnist_rows import ABLATIONS, MEAN_TERMS, METHODS
+from dgalign.experiments.cmnist_rows import ABLATIONS, CORE, MEAN_TERMS, METHODS
 from dgalign.utils.progress import add_progress_flag
 
 DEFAULT_EPS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2]
@@ -29,9 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cm.add_argument(
         "--methods",
         nargs="+",
-        default=list(METHODS),
+        default=None,
         metavar="M",
-        help=f"methods to run (default: all main rows): {', '.join(METHODS)}",
+        help=f"methods to run (default: all main rows; with --quick {', '.join(CORE)}): "
+        f"{', '.join(METHODS)}",
     )
     cm.add_argument(
         "--ablations",
@@ -53,8 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cm.add_argument(
         "--quick",
         action="store_true",
-        help="QUICK look, not the protocol: 2 restarts, 5,000 images per env, "
-        "201 steps, penalty switch at 75",
+        help="QUICK look: restart 0 of the full protocol for the core rows "
+        f"({', '.join(CORE)}); the full run can continue its directory",
     )
     cm.add_argument(
         "--output-dir",
@@ -127,7 +128,8 @@ def config_from_args(args: argparse.Namespace):
     from dgalign.experiments.cmnist_run import ReproduceConfig, quick_config
     from dgalign.utils.runtime import resolve_device
 
-    methods = list(dict.fromkeys(args.methods + (list(ABLATIONS) if args.ablations else [])))
+    asked = list(args.methods or ([] if args.quick else METHODS))
+    methods = list(dict.fromkeys(asked + (list(ABLATIONS) if args.ablations else [])))
     out = args.output_dir or "runs/reproduce-cmnist" + ("-labelshift" if args.label_shift else "")
     if args.output_dir is None and args.quick:
         out += "-quick"
@@ -148,7 +150,7 @@ def config_from_args(args: argparse.Namespace):
         progress=args.progress,
         loggers=list(args.logger),
     )
-    return quick_config(config) if args.quick else dataclasses.replace(config)
+    return quick_config(config, methods) if args.quick else dataclasses.replace(config)
 
 
 def run(args: argparse.Namespace) -> int:

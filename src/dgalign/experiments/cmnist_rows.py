@@ -79,6 +79,11 @@ ABLATIONS = _rows(
 MEAN_TERMS = ("envs", "pooled")
 
 
+#: the QUICK run's rows: the paper's core comparison (no penalty, IRM, the two Hessian-alignment
+#: methods and the closed form that tracks Hutchinson)
+CORE = ("ERM", "IRM", "HGP", "Hutchinson", "HessianDiag-E150")
+
+
 def all_rows() -> dict[str, Row]:
     """The main rows and the ablation rows, by name."""
     return {**METHODS, **ABLATIONS}

@@ -63,8 +63,6 @@ class Protocol:
         return self.schedule().weight(step)
 
 
-QUICK = Protocol(steps=201, anneal_iters=75)
-
 
 @dataclass
 class Trained:
