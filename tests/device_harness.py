@@ -11,9 +11,10 @@ an index or a constant built on the host and copied over, which a GPU would acce
 copy and often a sync for. Reads of a scalar (`.item()`, `float()`, `bool()`, `.tolist()`)
 are answered with fixed values (`Answers`) and counted (`Report.scalar_reads`).
 
-Ops the fake mode cannot model (their output shape depends on the data: `nonzero`,
-`masked_select`, `unique`...) raise `DynamicOutputShapeException` here; code that uses them is
-covered by the real CPU tests and listed where a harness test skips a case.
+Ops whose output shape depends on the data are answered with fixed shapes where that is
+well defined (`nonzero` and boolean-mask indexing: half the elements; `bincount`:
+`minlength` bins); others (`unique`, `masked_select`...) raise `DynamicOutputShapeException`;
+code that uses them is covered by the real CPU tests and listed where a harness test skips.
 
 `moved_leftovers(obj)` covers what construction under the fake device hides: a plain tensor
 attribute that `Module.to` does not move (not a parameter or buffer) stays on the CPU after
@@ -152,7 +153,7 @@ def on_fake_device(answers: Answers | None = None) -> Iterator[Report]:
     Build models with `build(...)` inside it, data with `device=DEVICE`."""
     report = Report()
     mode = FakeTensorMode(allow_non_fake_inputs=False)
-    mode.cache_enabled = False  # its dispatch cache crashed the process on tensors it converted
+    mode.cache_enabled = False  # its dispatch cache segfaulted on another fake mode's tensors
     with (
         unittest.mock.patch.object(torch, "autocast", _Autocast),
         unittest.mock.patch.object(torch.amp, "autocast", _Autocast),
@@ -238,12 +239,11 @@ def moved_leftovers(obj: Any) -> list[str]:
         elif isinstance(value, list | tuple):
             for i, v in enumerate(value):
                 walk(v, f"{path}[{i}]", depth + 1)
-        elif isinstance(value, torch.nn.Module) or hasattr(value, "__dict__"):
-            if isinstance(value, type) or callable(value) and not isinstance(value, torch.nn.Module):
-                return
+        elif isinstance(value, torch.nn.Module) or not (
+            isinstance(value, type) or callable(value) or not hasattr(value, "__dict__")
+        ):
             for k, v in vars(value).items():
-                if k not in ("_parameters", "_buffers") or isinstance(value, torch.nn.Module):
-                    walk(v, f"{path}.{k}", depth + 1)
+                walk(v, f"{path}.{k}", depth + 1)
 
     walk(obj, type(obj).__name__, 0)
     return found

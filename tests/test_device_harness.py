@@ -90,3 +90,19 @@ def test_scalar_reads_are_answered_and_counted():
         x = torch.zeros(3, device=DEVICE)
         assert float(x.sum()) == 0.5 and bool(x.any()) is False and int(x.long().sum()) == 1
     assert report.scalar_reads == 3
+
+
+@pytest.mark.parametrize("kind", ["unit", "filter"])
+def test_flatness_directions_follow_the_weights(kind):
+    """Directions are drawn on the CPU from a seeded generator (the same on every device) and
+    moved to the weights' device before they meet them."""
+    from dgalign.analysis.flatness import random_direction
+    from dgalign.analysis.surface import get_vector, set_vector
+
+    hparams = _hparams("ERM", "mlp")
+    with on_fake_device() as report:
+        algorithm = build(algorithms.get("ERM"), SHAPES["mlp"], 2, 2, hparams)
+        direction = random_direction(algorithm, kind, torch.Generator().manual_seed(0))
+        set_vector(algorithm, get_vector(algorithm) + 0.1 * direction)
+    assert direction.device == DEVICE
+    assert report.wrong_device(frozenset({"random_direction"})) == []
