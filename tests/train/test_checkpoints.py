@@ -203,3 +203,17 @@ def test_a_damaged_model_file_is_refused_by_the_analyses(tmp_path, fast_hparams)
     with pytest.raises(RunDirError, match=r"model\.pt cannot be used: its SHA-256") as info:
         load_run(tmp_path / "run")
     assert "\n" not in str(info.value)
+
+
+def test_a_cpu_run_saves_no_gpu_state_and_touches_no_gpu(monkeypatch):
+    from dgalign.train import state
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CPU run asked CUDA for its generator state")
+
+    for name in ("get_rng_state", "get_rng_state_all", "set_rng_state", "set_rng_state_all"):
+        monkeypatch.setattr(torch.cuda, name, refuse)
+    saved = state.rng_state(torch.device("cpu"))
+    assert saved["cuda"] == []
+    state.set_rng_state(saved, torch.device("cpu"))
+    state.set_rng_state({**saved, "cuda": [torch.zeros(8, dtype=torch.uint8)]}, torch.device("cpu"))

@@ -53,6 +53,17 @@ class Algorithm(nn.Module):
         """Logits for inputs `x`."""
         raise NotImplementedError
 
+    def prediction_head(self) -> tuple[nn.Module, nn.Linear] | None:
+        """`(f, h)` with `predict(x) = h(f(x))` in evaluation mode and `h` linear, for the
+        head diagnostics (`dgalign.train.diagnostics`); None when `predict` takes another
+        path. Default: the `featurizer` and `classifier` attributes when the classifier is
+        an `nn.Linear`; algorithms whose `predict` is not that chain return None."""
+        featurizer = getattr(self, "featurizer", None)
+        classifier = getattr(self, "classifier", None)
+        if isinstance(featurizer, nn.Module) and isinstance(classifier, nn.Linear):
+            return featurizer, classifier
+        return None
+
     def extra_state(self) -> dict[str, Any]:
         """Plain state beyond `state_dict()` needed to resume exactly (optimizers, counters).
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
@@ -121,6 +122,11 @@ class ERMPlusPlus(FeaturizerClassifier):
                 self.network_sma(all_x)
         self.network_sma.eval()
         return {"loss": loss.item(), "linear_phase": float(linear)}
+
+    def prediction_head(self) -> tuple[nn.Module, nn.Linear] | None:
+        """The moving average's featurizer and head: `predict` goes through them."""
+        featurizer, classifier = self.network_sma
+        return (featurizer, classifier) if isinstance(classifier, nn.Linear) else None
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.network_sma.eval()

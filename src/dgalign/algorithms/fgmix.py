@@ -240,8 +240,9 @@ class FGMix(FeaturizerClassifier):
 
     def sample_prior(self, n: int) -> Tensor:
         """n samples of N(prior_mean, diag prior_var)."""
-        eps = torch.randn(n, self.prior_mean.numel(), dtype=self.prior_mean.dtype)
-        return self.prior_mean + eps.to(self.prior_mean.device) * self.prior_var.sqrt()
+        mean = self.prior_mean
+        eps = torch.randn(n, mean.numel(), dtype=mean.dtype, device=mean.device)
+        return mean + eps * self.prior_var.sqrt()
 
     def head_gradients(self, z: Tensor, logits: Tensor, y: Tensor) -> Tensor:
         """Per-example gradients of CE w.r.t. the classifier, [n, P], detached."""

@@ -61,11 +61,11 @@ def plan_mixes(labels: list[Tensor], n_mix: int, missing: str = "available") -> 
     candidates = pooled[eligible[pooled]]
     if len(candidates) == 0:
         return None
-    y = candidates[torch.randint(len(candidates), (n_mix,)).to(pooled.device)]
+    y = candidates[torch.randint(len(candidates), (n_mix,), device=pooled.device)]
     index, mask = [], []
     for labels_k in labels:
         match = labels_k[None, :] == y[:, None]  # [M, n_k]
-        draw = torch.rand(match.shape).to(match.device).masked_fill(~match, -1.0)
+        draw = torch.rand(match.shape, device=match.device).masked_fill(~match, -1.0)
         index.append(draw.argmax(1))
         mask.append(match.any(1))
     return MixPlan(torch.stack(index, 1), torch.stack(mask, 1), y)

@@ -70,6 +70,10 @@ class MTL(FeaturizerClassifier):
             self.embeddings[env] = embedding.detach()
         return embedding
 
+    def prediction_head(self) -> None:
+        """None: the head reads [f(x), embedding], not f(x)."""
+        return None
+
     def predict(self, x: torch.Tensor, env: int | None = None) -> torch.Tensor:
         features = self.featurizer(x)
         embedding = self.embedding(features, env).expand_as(features)

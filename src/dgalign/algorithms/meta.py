@@ -151,6 +151,10 @@ class ARM(FeaturizerClassifier):
         context = torch.cat([c.mean(0, keepdim=True).expand_as(c) for c in context])
         return self.network(torch.cat([x, context], dim=1))
 
+    def prediction_head(self) -> None:
+        """None: the featurizer reads [x, context], not x."""
+        return None
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         n = len(x)
         if n % self.support_size == 0:

@@ -40,12 +40,15 @@ DIRECTIONS = ("unit", "filter")
 
 
 def random_direction(algorithm: Algorithm, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """One direction over the weights of `algorithm` as a flat vector (see module docstring)."""
+    """One direction over the weights of `algorithm` as a flat vector (see module docstring),
+    on the weights' device. It is drawn from `generator` on the CPU and copied over, so a seed
+    gives the same directions on every device."""
     if kind not in DIRECTIONS:
         raise ValueError(f"direction kind must be one of {', '.join(DIRECTIONS)}, got {kind!r}")
     parts = []
     for p in weight_params(algorithm):
-        d = torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p.dtype)
+        d = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+        d = d.to(device=p.device, dtype=p.dtype)
         if kind == "filter":
             if p.dim() < 2:
                 d = torch.zeros_like(d)

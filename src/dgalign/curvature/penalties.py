@@ -171,9 +171,12 @@ def _offdiag_sq(h: Tensor) -> Tensor:
     return h.square().sum((-2, -1)) - torch.diagonal(h, dim1=-2, dim2=-1).square().sum(-1)
 
 
-def _domain_weights(sizes: Sequence[int], rows: Sequence[Sequence[float]]) -> Tensor:
-    """[K, N] weights: row k gives every sample of domain e the weight rows[k][e] / n_e."""
-    cols = [torch.full((n,), 1.0 / n, dtype=torch.float64) for n in sizes]
+def _domain_weights(
+    sizes: Sequence[int], rows: Sequence[Sequence[float]], device: torch.device
+) -> Tensor:
+    """[K, N] weights on `device`: row k gives every sample of domain e the weight
+    rows[k][e] / n_e."""
+    cols = [torch.full((n,), 1.0 / n, dtype=torch.float64, device=device) for n in sizes]
     return torch.stack([torch.cat([r[e] * cols[e] for e in range(len(sizes))]) for r in rows])
 
 
@@ -216,13 +219,13 @@ def expected_probe_variance(
         zz = z.detach() if form.detach_mean else z
         if share_probes:  # ||H_e - Hbar||^2 on [z, z (detached as `form` says)]
             rows = [[float(f == e) for f in range(num)] + [-v for v in w] for e in range(num)]
-            wts = _domain_weights([*sizes, *sizes], rows).to(z.device)
+            wts = _domain_weights([*sizes, *sizes], rows, z.device)
             sq = hessian_forms(torch.cat([z, zz], -2), torch.cat([logits, lg], -2), wts)
             per = sq - (diags - d_bar[..., None, :, :]).square().sum((-2, -1))
         else:
             eye = [[float(f == e) for f in range(num)] for e in range(num)]
-            sq = hessian_forms(z, logits, _domain_weights(sizes, eye).to(z.device))
-            sq_bar = hessian_forms(zz, lg, _domain_weights(sizes, [w]).to(z.device))[..., 0]
+            sq = hessian_forms(z, logits, _domain_weights(sizes, eye, z.device))
+            sq_bar = hessian_forms(zz, lg, _domain_weights(sizes, [w], z.device))[..., 0]
             d_bar_sq = d_bar.square().sum((-2, -1))
             per = sq - diags.square().sum((-2, -1)) + (sq_bar - d_bar_sq)[..., None]
     else:
@@ -248,7 +251,7 @@ def _cma_gram(z, weight, bias, y, sizes, form: Form) -> tuple[Tensor, Tensor, Te
         )
     w = form.weights(sizes)
     rows = [[float(f == e) - w[f] for f in range(len(sizes))] for e in range(len(sizes))]
-    per = hessian_forms(z, logits, _domain_weights(sizes, rows).to(z.device))
+    per = hessian_forms(z, logits, _domain_weights(sizes, rows, z.device))
     return logits, grads, form.reduce(per)
 
 

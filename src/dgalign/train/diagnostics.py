@@ -1,4 +1,5 @@
-"""Curvature diagnostics recorded at every checkpoint, for any algorithm with a linear head.
+"""Curvature diagnostics recorded at every checkpoint, for any algorithm whose `predict` is a
+featurizer followed by a linear head (`Algorithm.prediction_head`).
 
 hess_dist = mean over pairs of training domains (i, j) of ||H_i - H_j||_F and
 grad_dist = mean over pairs of ||g_i - g_j||_2, where H_e and g_e are the exact Hessian and
@@ -20,12 +21,13 @@ from dgalign.curvature import head_gradient, head_hessian_distance
 def curvature_diagnostics(
     algorithm: nn.Module, minibatches: list[tuple[torch.Tensor, torch.Tensor]]
 ) -> dict[str, float]:
-    """`hess_dist` and `grad_dist` between training domains; {} when the algorithm has no
-    `featurizer` with a linear `classifier` or there is only one domain."""
-    featurizer = getattr(algorithm, "featurizer", None)
-    classifier = getattr(algorithm, "classifier", None)
-    if featurizer is None or not isinstance(classifier, nn.Linear) or len(minibatches) < 2:
+    """`hess_dist` and `grad_dist` between training domains; {} when the algorithm's
+    `prediction_head()` is None (its `predict` is not featurizer -> linear head) or there is
+    only one domain."""
+    head = algorithm.prediction_head() if hasattr(algorithm, "prediction_head") else None
+    if head is None or len(minibatches) < 2:
         return {}
+    featurizer, classifier = head
     was_training = algorithm.training
     algorithm.eval()
     try:

@@ -164,7 +164,7 @@ def _train(
     start_step, records = 0, []
     if rundir.checkpoint.exists():
         state = load_checkpoint(rundir.checkpoint)
-        start_step = restore(checkpointed, state, rundir.checkpoint)
+        start_step = restore(checkpointed, state, rundir.checkpoint, device)
         records = resumed_records(
             rundir, start_step, rundir.read_records(), n_steps, checkpoint_freq
         )
@@ -233,7 +233,7 @@ def _train(
                 record["args"] = args
                 records.append(record)
                 rundir.write_records(records)
-                save_checkpoint(rundir.checkpoint, checkpointed, step + 1, args)
+                save_checkpoint(rundir.checkpoint, checkpointed, step + 1, args, device)
                 if config.save_model_every_checkpoint and not config.skip_model_save:
                     _save_model(rundir.path / f"model_step{step}.pt", algorithm, dataset, args)
                 tracking.log_record(record)  # after the record and checkpoint are on disk

@@ -21,8 +21,10 @@ from dgalign.utils.io import atomic_torch_save, read_verified_torch
 CHECKPOINT_FORMAT = "dgalign-checkpoint-1"
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and CUDA generator states as plain data."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Python, NumPy, torch CPU and (for a CUDA `device`) that GPU's generator states as
+    plain data. Only the device in use is saved, so a run resumes on a machine with fewer
+    GPUs, and a CPU run never initialises CUDA."""
     np_state = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
     return {
@@ -33,22 +35,34 @@ def rng_state() -> dict[str, Any]:
             *map(float, np_state[2:]),
         ],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if _is_cuda(device) else [],
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` returned."""
+def _is_cuda(device: torch.device | None) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what `rng_state` returned; the saved GPU state goes to `device` when it is a
+    CUDA device (an older checkpoint, holding every GPU's state, gives its first); a CPU run
+    touches no GPU state."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and _is_cuda(device):
+        torch.cuda.set_rng_state(state["cuda"][0], device)
 
 
-def save_checkpoint(path: Path, algorithm, next_step: int, args: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path,
+    algorithm,
+    next_step: int,
+    args: dict[str, Any],
+    device: torch.device | None = None,
+) -> None:
     """Atomically save what resuming at `next_step` needs, with its digest beside it."""
     atomic_torch_save(
         path,
@@ -57,7 +71,7 @@ def save_checkpoint(path: Path, algorithm, next_step: int, args: dict[str, Any])
             "step": next_step,
             "model": algorithm.state_dict(),
             "extra": algorithm.extra_state(),
-            "rng": rng_state(),
+            "rng": rng_state(device),
             "args": args,
         },
         digest=True,
@@ -83,14 +97,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def restore(algorithm, state: dict[str, Any], path: Path) -> int:
+def restore(
+    algorithm, state: dict[str, Any], path: Path, device: torch.device | None = None
+) -> int:
     """Load the model, optimizers and RNGs from `state` (read from `path`); return the step to
     resume at. RunDirError (naming `path`) when they do not fit the algorithm."""
     try:
         algorithm.load_state_dict(state["model"])
         algorithm.load_extra_state(state["extra"])
         _check_optimizer_shapes(algorithm)
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], device)
     except RunDirError as exc:
         raise damaged(path, str(exc).split(";")[0]) from None
     except Exception as exc:  # wrong keys, shapes, types: the file does not fit this run

@@ -12,7 +12,8 @@ from dgalign.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU is a ConfigError."""
+    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU, or `cuda:N` beyond the
+    GPU count, is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -23,6 +24,13 @@ def resolve_device(name: str) -> torch.device:
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name} was asked for but no CUDA GPU is available; use auto")
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ConfigError(
+                f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                f"cuda:{count - 1}; pick one of them or use cuda"
+            )
     return device
 
 

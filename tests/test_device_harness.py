@@ -1,0 +1,108 @@
+"""Device correctness without a GPU (`tests.device_harness`): every algorithm's `update` and
+`predict` with its model and data on a fake accelerator, and a planted CPU tensor the harness
+must report."""
+
+import pytest
+import torch
+from tests.device_harness import DEVICE, build, moved_leftovers, on_fake_device
+
+from dgalign import algorithms
+from dgalign.algorithms.spaces import default_hparams
+
+#: Functions that draw on the host on purpose: the result is a Python value (an order of the
+#: domains or layers, one mixing weight), never a device tensor.
+HOST_DRAWS = frozenset(
+    {"random_pairs", "meta_pairs", "project_conflicting", "forward", "sample_beta"}
+)
+#: Algorithms using an op whose output shape depends on the data that the fake tensors cannot
+#: model: covered by their CPU tests (tests/algorithms) and the through-loop test instead.
+UNMODELLED = {"SelfReg": "torch.unique in same_class_permutation"}
+SHAPES = {"mlp": (3, 28, 28), "mnist_cnn": (2, 28, 28)}
+
+
+def _hparams(name: str, backbone: str) -> dict:
+    dataset = "Debug28" if backbone == "mlp" else "ColoredMNIST"
+    hparams = default_hparams(name, dataset) | {"backbone": backbone, "batch_size": 8}
+    hparams["mlp_width"] = 16
+    for key in ("penalty_anneal_iters", "start_step"):  # the penalised branch from step 0
+        if key in hparams:
+            hparams[key] = 0
+    return hparams
+
+
+def _fake_batches(shape, n_domains=2, n=8):
+    return [
+        (torch.randn(n, *shape, device=DEVICE), torch.randint(0, 2, (n,), device=DEVICE))
+        for _ in range(n_domains)
+    ]
+
+
+@pytest.mark.parametrize("backbone", list(SHAPES))
+@pytest.mark.parametrize("name", algorithms.names())
+def test_update_and_predict_stay_on_the_device(name, backbone):
+    if name in UNMODELLED:
+        pytest.skip(f"not modelled by fake tensors: {UNMODELLED[name]}")
+    torch.set_num_threads(1)
+    shape, hparams = SHAPES[backbone], _hparams(name, backbone)
+    torch.manual_seed(0)
+    assert moved_leftovers(algorithms.get(name)(shape, 2, 2, hparams)) == []
+    with on_fake_device() as report:
+        algorithm = build(algorithms.get(name), shape, 2, 2, hparams)
+        batches = _fake_batches(shape)
+        for _ in range(2):
+            values = algorithm.update(batches)
+        algorithm.eval()
+        logits = algorithm.predict(batches[0][0])
+    assert report.wrong_device(HOST_DRAWS) == []
+    assert logits.device == DEVICE and logits.shape == (8, 2)
+    assert all(not torch.is_tensor(v) or v.device == DEVICE for v in values.values())
+
+
+def test_a_planted_cpu_tensor_is_reported():
+    """The harness fails code that makes a tensor on the CPU beside a model on the device."""
+
+    def planted(x):
+        noise = torch.randn(x.shape)  # the bug: no device=x.device
+        return x + noise.to(x.device)
+
+    with on_fake_device() as report:
+        planted(torch.zeros(4, 3, device=DEVICE))
+    assert len(report.wrong_device()) == 1 and "planted" in report.wrong_device()[0]
+
+
+def test_mixing_a_cpu_tensor_with_a_device_tensor_fails():
+    with on_fake_device(), pytest.raises(RuntimeError, match="same device"):
+        torch.zeros(4, 3, device=DEVICE) + torch.ones(4, 3)
+
+
+def test_an_attribute_that_to_does_not_move_is_reported():
+    class Stray(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.scale = torch.ones(2)  # not a buffer: Module.to leaves it on the CPU
+
+    assert moved_leftovers(Stray()) == ["Stray.scale"]
+
+
+def test_scalar_reads_are_answered_and_counted():
+    with on_fake_device() as report:
+        x = torch.zeros(3, device=DEVICE)
+        assert float(x.sum()) == 0.5 and bool(x.any()) is False and int(x.long().sum()) == 1
+    assert report.scalar_reads == 3
+
+
+@pytest.mark.parametrize("kind", ["unit", "filter"])
+def test_flatness_directions_follow_the_weights(kind):
+    """Directions are drawn on the CPU from a seeded generator (the same on every device) and
+    moved to the weights' device before they meet them."""
+    from dgalign.analysis.flatness import random_direction
+    from dgalign.analysis.surface import get_vector, set_vector
+
+    hparams = _hparams("ERM", "mlp")
+    with on_fake_device() as report:
+        algorithm = build(algorithms.get("ERM"), SHAPES["mlp"], 2, 2, hparams)
+        direction = random_direction(algorithm, kind, torch.Generator().manual_seed(0))
+        set_vector(algorithm, get_vector(algorithm) + 0.1 * direction)
+    assert direction.device == DEVICE
+    assert report.wrong_device(frozenset({"random_direction"})) == []
