@@ -55,9 +55,7 @@ def title(config) -> str:
     return f"{QUICK_NOTE} — {head}" if config.quick else head
 
 
-def accuracy_table(
-    records: dict[str, list[dict]], variant: str
-) -> tuple[str, dict]:
+def accuracy_table(records: dict[str, list[dict]], variant: str) -> tuple[str, dict]:
     """Markdown table of final accuracies beside the paper; also the numbers as a dict. The
     gap is in units of the paper's std over its 10 restarts (a QUICK run has one restart)."""
     lines = [
