@@ -63,7 +63,6 @@ class Protocol:
         return self.schedule().weight(step)
 
 
-
 @dataclass
 class Trained:
     """Per-restart results (`records[r]`, JSON-ready) and final weights (`states[r]`)."""
