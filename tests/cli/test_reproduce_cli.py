@@ -55,9 +55,12 @@ def test_variant_select_and_reduced_protocol_reach_the_config(tmp_path):
     from dgalign.cli.reproduce_cmd import config_from_args
 
     argv = ["reproduce", "cmnist", "--variant", "close-colors", "--select", "env-gap"]
-    args = build_parser().parse_args([*argv, "--hidden", "32", "--pool", "8000"])
+    args = build_parser().parse_args(
+        [*argv, "--hidden", "32", "--pool", "8000", "--steps", "201", "--anneal-iters", "75"]
+    )
     config = config_from_args(args)
     assert config.data.color_flip == (0.15, 0.1, 0.9) and config.data.pool == 8000
     assert config.protocol.hidden == 32 and config.reduced and config.select == "env-gap"
+    assert (config.protocol.steps, config.protocol.anneal_iters) == (201, 75)
     assert config.output_dir.endswith("-close-colors")
     assert config.report_methods[-1] == "HessianDiag-sel(env-gap)"

@@ -80,6 +80,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="training images of both envs together (reduced protocol; default 50,000)",
     )
     cm.add_argument(
+        "--steps",
+        type=integer(2),
+        default=None,
+        help="training steps (reduced protocol; default the protocol's 501)",
+    )
+    cm.add_argument(
+        "--anneal-iters",
+        type=integer(0),
+        default=None,
+        help="step of the penalty switch (reduced protocol; default the protocol's 190)",
+    )
+    cm.add_argument(
         "--quick",
         action="store_true",
         help="QUICK look: restart 0 of the full protocol for the core rows "
@@ -187,6 +199,9 @@ def config_from_args(args: argparse.Namespace):
     config = quick_config(config, methods) if args.quick else dataclasses.replace(config)
     if args.hidden is not None:
         config.protocol = dataclasses.replace(config.protocol, hidden=args.hidden)
+    for name in ("steps", "anneal_iters"):
+        if getattr(args, name) is not None:
+            config.protocol = dataclasses.replace(config.protocol, **{name: getattr(args, name)})
     if args.pool is not None:
         config.data = dataclasses.replace(config.data, pool=args.pool)
     return config

@@ -71,8 +71,9 @@ class ReproduceConfig:
 
     @property
     def reduced(self) -> bool:
-        """Whether this is not the paper's protocol (QUICK aside): another width or pool."""
-        return self.protocol.hidden != Protocol().hidden or self.data.pool != DataConfig().pool
+        """Whether this is not the paper's protocol (QUICK aside): another width, pool or
+        schedule."""
+        return self.protocol != Protocol() or self.data.pool != DataConfig().pool
 
     @property
     def report_methods(self) -> list[str]:
