@@ -103,3 +103,11 @@ def test_reproduce_with_select_resumes_and_reports(tmp_path, monkeypatch):
     run_reproduction(dataclasses.replace(config, select="worst-env"))  # reuses the candidates
     assert {p: p.stat().st_mtime_ns for p in (root / "selection").rglob("*.json")} == before
     assert (root / "HessianDiag-sel_worst-env" / "results.json").exists()
+    from dgalign.experiments.cmnist_results import compact, variants_table
+
+    small = compact(root, "parity")
+    assert set(small["methods"]) == {"ERM", name, cmnist_select.selected_name("worst-env")}
+    assert small["methods"][name][1]["selection"] == first["selection"]
+    assert small["identity"]["data"]["task"] == "parity"
+    table = variants_table([small, small], ["ERM", name])
+    assert table.count("\n| ") == 2 and "Restarts per cell: 2." in table
