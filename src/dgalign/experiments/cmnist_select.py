@@ -171,6 +171,7 @@ def run_selection(config, root: Path, data, inits, rule: str) -> list[dict]:
             record.update(
                 method=name,
                 restart=k,
+                batch_restarts=len(ks),
                 selection={
                     "rule": rule,
                     "holdout": HOLDOUT,
