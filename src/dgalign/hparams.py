@@ -77,6 +77,15 @@ def choice(options: Sequence[Any]) -> Sampler:
     return Sampler(draw, "{" + ", ".join(map(str, opts)) + "}")
 
 
+def zero_or(p_zero: float, sampler: Sampler) -> Sampler:
+    """0.0 with probability `p_zero` (the term switched off), else a draw of `sampler`."""
+
+    def draw(r: np.random.RandomState) -> Any:
+        return 0.0 if r.uniform() < p_zero else sampler(r)
+
+    return Sampler(draw, f"0 w.p. {p_zero:g}, else {sampler.description}")
+
+
 def const(value: Any) -> Sampler:
     """Always `value` (the hyper-parameter is not searched)."""
     return Sampler(lambda r: value, f"{value} (fixed)")

@@ -164,3 +164,26 @@ def test_learning_rate_and_defaults_follow_the_authors():
         draw = random_hparams("CMA", "PACS", seed)
         assert 10 <= draw["grad_weight"] <= 1e4 and 10 <= draw["hess_weight"] <= 1e4
         assert 100 <= draw["penalty_anneal_iters"] <= 10**4
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_curvature_magnitude_term_matches_explicit_hessians(mode):
+    """curv_weight > 0: curv_penalty = (1/K) sum_e (||H_e||^2 + ||Hbar||^2) in every mode,
+    weighed by curv_weight; curv_weight 0 leaves the term out."""
+    w, weight, bias, zs, ys = make_sets(2, 3, (5, 7, 4))
+    hs = [h for _, h in (explicit(w, z, y) for z, y in zip(zs, ys, strict=True))]
+    h_bar = sum(hs) / 3
+    want = sum(h.square().sum() + h_bar.square().sum() for h in hs) / 3
+    terms = cma_terms(mode, weight, bias, zs, ys, normalization="none", curv_weight=0.5)
+    torch.testing.assert_close(terms["curv_penalty"], want)
+    assert "curv_penalty" not in cma_terms(mode, weight, bias, zs, ys)
+    hp = {**default_hparams("CMA", "PACS"), "curv_weight": 0.5, "backbone": "resnet50"}
+    weights = algorithms.get("CMA").term_weights(hp, 2)
+    assert weights["curv_penalty"] == pytest.approx(0.5 / (2048 / 384) ** 2)
+
+
+def test_curvature_weight_search_includes_off():
+    draws = [random_hparams("CMA", "PACS", s)["curv_weight"] for s in range(1, 41)]
+    assert default_hparams("CMA", "PACS")["curv_weight"] == 0.0
+    assert 0.0 in draws and max(draws) > 10
+    assert all(d == 0.0 or 0.1 <= d <= 1e3 for d in draws)

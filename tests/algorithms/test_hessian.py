@@ -244,6 +244,49 @@ def test_hyperparameters_and_their_sources():
     assert "paper" in algorithms.get("Hutchinson").__doc__
 
 
+@pytest.mark.parametrize("share", [False, True])
+def test_expected_probes_is_curv_weight_hess_weight_over_m(share):
+    """expected_probes = m weighs the same term as curv_weight = hess_weight / m: the weighted
+    penalties and their gradients agree, and both equal the m-probe expectation."""
+    weight, bias, z, y, ns = make_head(3, 2, (5, 7), seed=4)
+    cls = algorithms.get("HessianDiag")
+    base = {**default_hparams("HessianDiag", "PACS"), "hess_weight": 2.0, "share_probes": share}
+    totals = []
+    for over in ({"expected_probes": 150}, {"curv_weight": 2.0 / 150}):
+        hp = {**base, **over}
+        _, terms = cls.head_penalties(z, weight, bias, y, ns, hp)
+        wts = cls.term_weights(hp, 3)
+        totals.append(sum(wts[k] * v for k, v in terms.items()))
+    _, e = penalties.expected_probe_variance(z, weight, bias, y, ns, 150, alignment_form(base))
+    if not share:
+        want = (
+            2.0 * (e["hess_penalty"] + e["probe_variance"])
+            + base["grad_weight"] * e["grad_penalty"]
+        )
+        torch.testing.assert_close(totals[0], want)
+    torch.testing.assert_close(totals[0], totals[1])
+    g0, g1 = (torch.autograd.grad(t, (z, weight, bias)) for t in totals)
+    for a, b in zip(g0, g1, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_curv_weight_is_its_own_term_and_refuses_both_settings():
+    weight, bias, z, y, ns = make_head(1, 2, (5, 7), seed=2)
+    cls = algorithms.get("HessianDiag")
+    hp = default_hparams("HessianDiag", "PACS")
+    assert hp["curv_weight"] == 0.0
+    _, off = cls.head_penalties(z, weight, bias, y, ns, hp)
+    _, on = cls.head_penalties(z, weight, bias, y, ns, {**hp, "curv_weight": 1.0})
+    assert set(off) == {"hess_penalty", "grad_penalty"}
+    assert float(on["curv_penalty"].detach()) > 0
+    torch.testing.assert_close(on["hess_penalty"], off["hess_penalty"])
+    with pytest.raises(ConfigError, match="one of them"):
+        cls.head_penalties(z, weight, bias, y, ns, {**hp, "expected_probes": 150, "curv_weight": 1})
+    draws = [random_hparams("HessianDiag", "PACS", s)["curv_weight"] for s in range(1, 41)]
+    assert 0.0 in draws and max(draws) > 300 / 150 * 10  # off, and well past the 150-probe point
+    assert all(d == 0.0 or 1e-2 <= d <= 1e3 for d in draws)
+
+
 def test_renamed_weights_keep_their_draws_and_old_names(caplog):
     """hess_weight / grad_weight are drawn as alpha / beta were (same seeded RandomState), and
     the old names still work in --hparams with a one-line notice."""
@@ -264,6 +307,8 @@ def test_renamed_weights_keep_their_draws_and_old_names(caplog):
 
 
 def test_bad_options_raise_config_errors(tiny):
+    with pytest.raises(ConfigError, match="one of them"):
+        tiny("HessianDiag", expected_probes=150, curv_weight=0.1)
     with pytest.raises(ConfigError, match="reduction"):
         tiny("HGP", reduction="max")
     with pytest.raises(ConfigError, match="mean_term"):

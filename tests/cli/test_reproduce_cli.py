@@ -19,6 +19,9 @@ from dgalign.cli import main
             "argument --majority: must be a number in [0.5, 1], got 1.5",
         ),
         (["--dynamics-every", "0"], "argument --dynamics-every: must be an integer >= 1"),
+        (["--variant", "rotated"], "argument --variant: invalid choice: 'rotated'"),
+        (["--select", "test-acc"], "argument --select: invalid choice: 'test-acc'"),
+        (["--hidden", "0"], "argument --hidden: must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_reproduce_input_is_one_line(tmp_path, capsys, monkeypatch, extra, message):
@@ -45,3 +48,19 @@ def test_finished_run_commands_refuse_other_dirs(tmp_path, capsys, target):
     err = capsys.readouterr().err.strip()
     assert "is not a `dgalign reproduce cmnist` run dir (no config.json)" in err
     assert "\n" not in err
+
+
+def test_variant_select_and_reduced_protocol_reach_the_config(tmp_path):
+    from dgalign.cli import build_parser
+    from dgalign.cli.reproduce_cmd import config_from_args
+
+    argv = ["reproduce", "cmnist", "--variant", "close-colors", "--select", "env-gap"]
+    args = build_parser().parse_args(
+        [*argv, "--hidden", "32", "--pool", "8000", "--steps", "201", "--anneal-iters", "75"]
+    )
+    config = config_from_args(args)
+    assert config.data.color_flip == (0.15, 0.1, 0.9) and config.data.pool == 8000
+    assert config.protocol.hidden == 32 and config.reduced and config.select == "env-gap"
+    assert (config.protocol.steps, config.protocol.anneal_iters) == (201, 75)
+    assert config.output_dir.endswith("-close-colors")
+    assert config.report_methods[-1] == "HessianDiag-sel(env-gap)"

@@ -148,13 +148,37 @@ def test_expected_probe_variance(c, method, share, form):
 
 
 @pytest.mark.parametrize("c", CS)
+@pytest.mark.parametrize("method", ["hessian", "gram"])
+@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize("form", [FORMS[0], FORMS[3], FORMS[6]], ids=str)
+def test_curvature_magnitude(c, method, share, form):
+    z, w, b, y = make_head(c, batch=(2,) if c < 7 else ())
+    compare(
+        penalties.curvature_magnitude(z, w, b, y, SIZES, form, share, method),
+        reference.curvature_magnitude(z, w, b, y, SIZES, form, share),
+        z,
+        w,
+        b,
+    )
+
+
+def test_curvature_magnitude_is_m_times_the_expected_probe_variance():
+    z, w, b, y = make_head(2, batch=(2,))
+    _, mag = penalties.curvature_magnitude(z, w, b, y, SIZES)
+    _, var = penalties.expected_probe_variance(z, w, b, y, SIZES, 150)
+    close(var["probe_variance"] * 150, mag["curv_penalty"], "150 probe_variance")
+    assert float(mag["curv_penalty"].detach().min()) > 0
+
+
+@pytest.mark.parametrize("c", CS)
 @pytest.mark.parametrize("mode", ["full", "gram", "diag"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_cma_alignment(c, mode, reduction):
+@pytest.mark.parametrize("magnitude", [False, True])
+def test_cma_alignment(c, mode, reduction, magnitude):
     z, w, b, y = make_head(c, batch=(2,))
     compare(
-        penalties.cma_alignment(z, w, b, y, SIZES, mode, reduction),
-        reference.cma_alignment(z, w, b, y, SIZES, mode, reduction),
+        penalties.cma_alignment(z, w, b, y, SIZES, mode, reduction, magnitude),
+        reference.cma_alignment(z, w, b, y, SIZES, mode, reduction, magnitude),
         z,
         w,
         b,

@@ -116,3 +116,35 @@ def test_init_matches_the_scripts_modules():
     for (w, b), lin in zip((("w1", "b1"), ("w2", "b2"), ("w3", "b3")), lins, strict=True):
         assert torch.equal(state[w], lin.weight.data)
         assert torch.equal(state[b], lin.bias.data)
+
+
+def test_variants_change_only_what_they_say():
+    from dgalign.experiments.cmnist_data import VARIANTS, binary_label, variant
+
+    paper = DataConfig()
+    assert variant("paper").apply(paper) == paper
+    assert "color_flip" not in paper.identity() and "task" not in paper.identity()
+    close = variant("close-colors").apply(paper)
+    assert close.color_flip == (0.15, 0.1, 0.9) and close.identity()["color_flip"] == [
+        0.15,
+        0.1,
+        0.9,
+    ]
+    assert variant("label-noise-15").apply(paper).label_flip == 0.15
+    assert set(VARIANTS) >= {"paper", "close-colors", "label-noise-15", "parity"}
+    digits = torch.arange(10)
+    assert binary_label(digits, "parity").tolist() == [0, 1] * 5
+    assert binary_label(digits).tolist() == [1] * 5 + [0] * 5
+    with pytest.raises(ConfigError, match="unknown variant"):
+        variant("rotated")
+    with pytest.raises(ConfigError, match="color flips"):
+        DataConfig(color_flip=(0.1, 1.5, 0.9)).validate()
+
+
+def test_parity_variant_labels_and_color_rates():
+    images, digits = synthetic_mnist(20000, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    env = make_environment(images, digits, 0.15, gen, label_flip=0.0, task="parity")
+    assert torch.equal(env.labels.long(), digits % 2)
+    disagree = float((env.colors != env.labels.long()).float().mean())
+    assert abs(disagree - 0.15) < 4 * (0.15 * 0.85 / 20000) ** 0.5

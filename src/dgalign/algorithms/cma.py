@@ -28,6 +28,10 @@ The Hessian term has these evaluations (`hessian_mode`, dispatched through
     diag  aligns only the diagonals: red_e ||diag H_e - mean_f diag H_f||^2.
     kfac  aligns the Kronecker-factored Hessians H_e ~ E[S] (x) E[z~ z~^T]
           (`dgalign.curvature.kfac`, O(n^2 d + n C^2), never builds a factor product).
+`curv_weight` = lambda > 0 adds lambda red_e (||H_e||_F^2 + ||Hbar||_F^2), the full curvature
+magnitude of each domain's head Hessian and of the mean one (`curvature.penalties
+.full_magnitude`, quadratic forms in every mode); it has no reference value (off by default,
+0 w.p. 1/4 or 10^U(-1, 3) in a random search) and is normalised like the Hessian term.
 `order=3` adds gamma red_e ||T_e - Tbar||_F^2 over the third-derivative tensors of the head
 loss, from their Gram form (`dgalign.curvature.third_order`, O(n^2 (C + d))); the authors have
 no third-order term, so it is not rescaled by `normalization`. `kfac` and `order=3` take one
@@ -57,6 +61,7 @@ from dgalign.hparams import (
     log_uniform,
     nonnegative,
     one_of,
+    zero_or,
 )
 
 HESSIAN_MODES = (*closed.CMA_MODES, "kfac")
@@ -159,6 +164,13 @@ class CMA(HeadAlignment):
             one_of(*NORMALIZATIONS),
         ),
         HParam(
+            "curv_weight",
+            0.0,
+            zero_or(0.25, log_uniform(-1, 3)),
+            "full curvature-magnitude weight (no reference value; 0 = off)",
+            nonnegative(),
+        ),
+        HParam(
             "order",
             2,
             const(2),
@@ -176,6 +188,7 @@ class CMA(HeadAlignment):
     TERM_WEIGHTS: ClassVar[dict[str, str | None]] = {
         "grad_penalty": "grad_weight",
         "hess_penalty": "hess_weight",
+        "curv_penalty": "curv_weight",
         "third_penalty": "gamma",
     }
     LINEAR_HEAD = True
@@ -239,7 +252,10 @@ class CMA(HeadAlignment):
             itemsize = z.element_size() * restarts
             check_full_budget(len(counts), c, d, itemsize, float(hparams["hessian_memory_mb"]))
         closed_mode = "diag" if mode == "kfac" else mode  # its hess_penalty is replaced below
-        logits, terms = closed.cma_alignment(z, weight, bias, y, counts, closed_mode, reduction)
+        magnitude = float(hparams.get("curv_weight", 0.0)) > 0
+        logits, terms = closed.cma_alignment(
+            z, weight, bias, y, counts, closed_mode, reduction, magnitude
+        )
         extra = {}
         if mode == "kfac" or order == 3:
             if z.dim() != 2:
@@ -260,7 +276,7 @@ class CMA(HeadAlignment):
 
     @classmethod
     def term_weights(cls, hparams: dict[str, Any], num_classes: int) -> dict[str, float]:
-        weights = super().term_weights(hparams, num_classes)
+        weights = super().term_weights({"curv_weight": 0.0, **hparams}, num_classes)
         authors = hparams.get("normalization", "authors") == "authors"
         backbone = hparams.get("backbone", "")
         if backbone == "resnet50" and hparams.get("resnet18", False):
@@ -268,4 +284,5 @@ class CMA(HeadAlignment):
         if authors and backbone in RESNET_BACKBONES:
             weights["grad_penalty"] /= RESNET_SCALE
             weights["hess_penalty"] /= RESNET_SCALE**2
+            weights["curv_penalty"] /= RESNET_SCALE**2
         return weights

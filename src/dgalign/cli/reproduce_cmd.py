@@ -11,8 +11,9 @@ from pathlib import Path
 
 from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.cli.train_cmd import add_logger_option
-from dgalign.experiments.cmnist_data import SPLITS, DataConfig
+from dgalign.experiments.cmnist_data import SPLITS, VARIANTS, DataConfig, variant
 from dgalign.experiments.cmnist_rows import ABLATIONS, CORE, MEAN_TERMS, METHODS
+from dgalign.experiments.cmnist_select import RULES
 from dgalign.utils.progress import add_progress_flag
 
 DEFAULT_EPS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2]
@@ -50,6 +51,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=SPLITS,
         default="script",
         help="cut points: the authors' script (default) or per-class counts",
+    )
+    cm.add_argument(
+        "--variant",
+        choices=list(VARIANTS),
+        default="paper",
+        help="the shift: "
+        + "; ".join(f"{v.name}: {v.description}" for v in VARIANTS.values()).replace("%", "%%")
+        + " (docs/reproduction.md)",
+    )
+    cm.add_argument(
+        "--select",
+        choices=RULES,
+        default=None,
+        help="also the row HessianDiag-sel(RULE): curv_weight chosen per restart on held-out "
+        "parts of the training envs only (docs/reproduction.md)",
+    )
+    cm.add_argument(
+        "--hidden",
+        type=integer(1),
+        default=None,
+        help="hidden width of the MLP (reduced protocol; default the protocol's 390)",
+    )
+    cm.add_argument(
+        "--pool",
+        type=integer(2),
+        default=None,
+        help="training images of both envs together (reduced protocol; default 50,000)",
+    )
+    cm.add_argument(
+        "--steps",
+        type=integer(2),
+        default=None,
+        help="training steps (reduced protocol; default the protocol's 501)",
+    )
+    cm.add_argument(
+        "--anneal-iters",
+        type=integer(0),
+        default=None,
+        help="step of the penalty switch (reduced protocol; default the protocol's 190)",
     )
     cm.add_argument(
         "--quick",
@@ -133,7 +173,11 @@ def config_from_args(args: argparse.Namespace):
     out = args.output_dir or "runs/reproduce-cmnist" + ("-labelshift" if args.label_shift else "")
     if args.output_dir is None and args.quick:
         out += "-quick"
-    data = DataConfig(args.label_shift, args.majority, args.label_shift_split)
+    data = variant(args.variant).apply(
+        DataConfig(args.label_shift, args.majority, args.label_shift_split)
+    )
+    if args.variant != "paper" and args.output_dir is None:
+        out += f"-{args.variant}"
     config = ReproduceConfig(
         output_dir=out,
         methods=methods,
@@ -149,8 +193,18 @@ def config_from_args(args: argparse.Namespace):
         data_dir=args.data_dir,
         progress=args.progress,
         loggers=list(args.logger),
+        select=args.select,
+        variant=args.variant,
     )
-    return quick_config(config, methods) if args.quick else dataclasses.replace(config)
+    config = quick_config(config, methods) if args.quick else dataclasses.replace(config)
+    if args.hidden is not None:
+        config.protocol = dataclasses.replace(config.protocol, hidden=args.hidden)
+    for name in ("steps", "anneal_iters"):
+        if getattr(args, name) is not None:
+            config.protocol = dataclasses.replace(config.protocol, **{name: getattr(args, name)})
+    if args.pool is not None:
+        config.data = dataclasses.replace(config.data, pool=args.pool)
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

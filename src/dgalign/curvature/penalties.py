@@ -13,6 +13,12 @@ with `Form`: the mean terms from the pooled loss (weights n_e / N) or the mean o
 losses (1 / E), detached or not, `red` the mean or the sum over domains. Tbar is the same
 construction on the mean Hessian Hbar = sum_e w_e H_e: Hbar gbar (HGP), Hutchinson's estimate
 of diag Hbar with its own probes, or diag Hbar.
+
+Curvature magnitude (a term of its own, weighed by `curv_weight`): the squared off-diagonal
+(HessianDiag, `curvature_magnitude`) or full (CMA, `full_magnitude`) Frobenius norms of each
+domain's head Hessian and of the mean one, red_e (||H_e||^2 + ||Hbar||^2). 1/m times the
+off-diagonal one is what Hutchinson's m-probe sampling adds to the exact-diagonal penalty in
+expectation (`expected_probe_variance`).
 """
 
 from __future__ import annotations
@@ -180,24 +186,23 @@ def _domain_weights(
     return torch.stack([torch.cat([r[e] * cols[e] for e in range(len(sizes))]) for r in rows])
 
 
-def expected_probe_variance(
+def curvature_magnitude(
     z,
     weight,
     bias,
     y,
     sizes,
-    n_probes: int,
     form: Form = DOMAINBED,
     share_probes: bool = False,
     method: str = "auto",
 ) -> tuple[Tensor, Terms]:
-    """HessianDiag with Hutchinson's expected probe variance (see `algorithms.hessian`): the
-    diagonal alignment terms plus
-        probe_variance = red_e (1/m) (||off H_e||_F^2 + ||off Hbar||_F^2)   (independent probes)
-                       = red_e (1/m) ||off (H_e - Hbar)||_F^2              (`share_probes`),
-    Hbar = sum_e w_e H_e, detached with the mean terms. method "hessian" (explicit Hessians),
-    "gram" (quadratic forms, never building H), "auto": "hessian" where it fits."""
-    m = _check_probes(n_probes)
+    """HessianDiag's terms plus the off-diagonal curvature magnitude of the head
+        curv_penalty = red_e (||off H_e||_F^2 + ||off Hbar||_F^2)   (default)
+                     = red_e ||off (H_e - Hbar)||_F^2                (`share_probes`),
+    Hbar = sum_e w_e H_e, detached with the mean terms (its term then only adds a constant to
+    the value). (1/m) curv_penalty is the expected excess of Hutchinson's m-probe penalty over
+    the exact diagonal one (`algorithms.hessian`). method "hessian" (explicit Hessians), "gram"
+    (quadratic forms, never building H), "auto": "hessian" where it fits."""
     c, d = weight.shape[-2], weight.shape[-1]
     if method == "auto":
         method = "hessian" if hessian_fits(c, d) else "gram"
@@ -234,8 +239,29 @@ def expected_probe_variance(
     return logits, {
         "hess_penalty": form.align(diags, d_bar),
         "grad_penalty": form.align(grads, form.mean(grads, sizes)),
-        "probe_variance": form.reduce(per) / m,
+        "curv_penalty": form.reduce(per),
     }
+
+
+def expected_probe_variance(
+    z,
+    weight,
+    bias,
+    y,
+    sizes,
+    n_probes: int,
+    form: Form = DOMAINBED,
+    share_probes: bool = False,
+    method: str = "auto",
+) -> tuple[Tensor, Terms]:
+    """HessianDiag with Hutchinson's expected probe variance (see `algorithms.hessian`): the
+    diagonal alignment terms plus probe_variance = (1/m) curv_penalty (`curvature_magnitude`)
+        = red_e (1/m) (||off H_e||_F^2 + ||off Hbar||_F^2)   (independent probes)
+        = red_e (1/m) ||off (H_e - Hbar)||_F^2              (`share_probes`)."""
+    m = _check_probes(n_probes)
+    logits, terms = curvature_magnitude(z, weight, bias, y, sizes, form, share_probes, method)
+    terms["probe_variance"] = terms.pop("curv_penalty") / m
+    return logits, terms
 
 
 def _cma_full(z, weight, bias, y, sizes, form: Form) -> tuple[Tensor, Tensor, Tensor]:
@@ -264,20 +290,37 @@ def _cma_diag(z, weight, bias, y, sizes, form: Form) -> tuple[Tensor, Tensor, Te
 CMA_MODES = {"full": _cma_full, "gram": _cma_gram, "diag": _cma_diag}
 
 
+def full_magnitude(z, logits, sizes, form: Form) -> Tensor:
+    """red_e (||H_e||_F^2 + ||Hbar||_F^2), Hbar = sum_e w_e H_e (not detached), from the
+    quadratic forms of `forms` (never building H)."""
+    num = len(sizes)
+    rows = [[float(f == e) for f in range(num)] for e in range(num)] + [form.weights(sizes)]
+    sq = hessian_forms(z, logits, _domain_weights(sizes, rows).to(z.device))
+    return form.reduce(sq[..., :num] + sq[..., num:])
+
+
 def cma_alignment(
-    z, weight, bias, y, sizes, mode: str = "gram", reduction: str = "mean"
+    z,
+    weight,
+    bias,
+    y,
+    sizes,
+    mode: str = "gram",
+    reduction: str = "mean",
+    magnitude: bool = False,
 ) -> tuple[Tensor, Terms]:
     """CMA: grad_penalty = red_e ||G_e - Gbar||^2, hess_penalty = red_e ||H_e - Hbar||_F^2
     ("full": explicit Hessians; "gram": quadratic forms, never building H; "diag": diagonals
-    only), plain means over the domains, nothing detached."""
+    only), plain means over the domains, nothing detached; with `magnitude` also
+    curv_penalty = red_e (||H_e||_F^2 + ||Hbar||_F^2) (`full_magnitude`, any mode)."""
     if mode not in CMA_MODES:
         raise ValueError(f"mode must be one of {tuple(CMA_MODES)}, got {mode!r}")
     form = Form("envs", False, reduction)
     logits, grads, hess = CMA_MODES[mode](z, weight, bias, y, sizes, form)
-    return logits, {
-        "grad_penalty": form.align(grads, form.mean(grads, sizes)),
-        "hess_penalty": hess,
-    }
+    terms = {"grad_penalty": form.align(grads, form.mean(grads, sizes)), "hess_penalty": hess}
+    if magnitude:
+        terms["curv_penalty"] = full_magnitude(z, logits, sizes, form)
+    return logits, terms
 
 
 FISHR_FORMS = ("mean", "sum")

@@ -137,8 +137,8 @@ def _off(h: Tensor) -> Tensor:
 
 
 @_per_batch
-def expected_probe_variance(
-    z, weight, bias, y, sizes, n_probes, form=DOMAINBED, share_probes=False, index: int = 0
+def curvature_magnitude(
+    z, weight, bias, y, sizes, form=DOMAINBED, share_probes=False, index: int = 0
 ) -> Terms:
     grads = _grads(z, weight, bias, y, sizes)
     hessians = [_hessian(g, weight, bias) for g in grads]
@@ -149,28 +149,47 @@ def expected_probe_variance(
         per = torch.stack([_off(h - h_bar) for h in hessians])
     else:
         per = torch.stack([_off(h) + _off(h_bar) for h in hessians])
-    per = per.mean() if form.reduction == "mean" else per.sum()
     return {
         "hess_penalty": _align(diags, _mean(diags, w, form.detach_mean), form),
         "grad_penalty": _align(grads, _mean(grads, w, form.detach_mean), form),
-        "probe_variance": per / n_probes,
+        "curv_penalty": per.mean() if form.reduction == "mean" else per.sum(),
     }
+
+
+def expected_probe_variance(
+    z, weight, bias, y, sizes, n_probes, form=DOMAINBED, share_probes=False
+):
+    logits, terms = curvature_magnitude(z, weight, bias, y, sizes, form, share_probes)
+    terms["probe_variance"] = terms.pop("curv_penalty") / n_probes
+    return logits, terms
 
 
 @_per_batch
 def cma_alignment(
-    z, weight, bias, y, sizes, mode: str = "full", reduction: str = "mean", index: int = 0
+    z,
+    weight,
+    bias,
+    y,
+    sizes,
+    mode: str = "full",
+    reduction: str = "mean",
+    magnitude: bool = False,
+    index: int = 0,
 ) -> Terms:
     form = Form("envs", False, reduction)
     grads = _grads(z, weight, bias, y, sizes)
-    hessians = [_hessian(g, weight, bias) for g in grads]
-    if mode == "diag":
-        hessians = [torch.diagonal(h) for h in hessians]
+    full = [_hessian(g, weight, bias) for g in grads]
+    hessians = [torch.diagonal(h) for h in full] if mode == "diag" else full
     w = form.weights(sizes)
-    return {
+    terms = {
         "grad_penalty": _align(grads, _mean(grads, w, False), form),
         "hess_penalty": _align(hessians, _mean(hessians, w, False), form),
     }
+    if magnitude:
+        h_bar = _mean(full, w, False)
+        per = torch.stack([h.square().sum() + h_bar.square().sum() for h in full])
+        terms["curv_penalty"] = per.mean() if form.reduction == "mean" else per.sum()
+    return terms
 
 
 def _variances(z, weight, bias, y, sizes) -> Tensor:

@@ -24,10 +24,17 @@ image. So env0 holds about 94.5% / 5.5% (the paper's "95% / 5%") and env1 0% / 1
 `split="script"` (default) reproduces that; `split="per-class"` cuts each class at the ratio of its
 own count (env0 = the first m of each class's count of digit<5 images and 1 - m of the digit>=5
 images).
+
+Variants (`VARIANTS`, `dgalign reproduce cmnist --variant NAME`): other shifts built the same
+way, changing only the colour-flip rates of the environments (`color_flip` = env0, env1, test;
+the gray env takes the test rate's label noise), the label-noise rate (`label_flip`) or the
+binary task (`task`: "low-high" y = 1[digit < 5], "parity" y = 1[digit odd]; with label shift
+"digit<5" reads "class 0" of the task). "paper" is the protocol above.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +46,19 @@ from dgalign.experiments.cmnist_model import init_restart
 
 TRAIN_POOL = 50_000
 COLOR_FLIP = {"env0": 0.2, "env1": 0.1, "test": 0.9, "gray": 0.9}
+PAPER_COLOR_FLIP = (COLOR_FLIP["env0"], COLOR_FLIP["env1"], COLOR_FLIP["test"])
 ENV_NAMES = ("env0", "env1", "test", "gray")
 SPLITS = ("script", "per-class")
+TASKS = ("low-high", "parity")
+
+
+def binary_label(digits: Tensor, task: str = "low-high") -> Tensor:
+    """The clean binary label of the task: 1[digit < 5] (low-high) or 1[digit odd] (parity)."""
+    if task == "low-high":
+        return (digits < 5).long()
+    if task == "parity":
+        return (digits % 2).long()
+    raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
 
 
 @dataclass(frozen=True)
@@ -53,9 +71,33 @@ class DataConfig:
     split: str = "script"
     pool: int = TRAIN_POOL
     label_flip: float = 0.25
+    color_flip: tuple[float, float, float] = PAPER_COLOR_FLIP
+    task: str = "low-high"
+
+    def identity(self) -> dict:
+        """The fields that define the data; `color_flip` and `task` only where they differ
+        from the paper's (so run dirs of the paper's protocol keep their identity)."""
+        out = {
+            "label_shift": self.label_shift,
+            "majority": self.majority,
+            "split": self.split,
+            "pool": self.pool,
+            "label_flip": self.label_flip,
+        }
+        if tuple(self.color_flip) != PAPER_COLOR_FLIP:
+            out["color_flip"] = list(self.color_flip)
+        if self.task != "low-high":
+            out["task"] = self.task
+        return out
 
     def validate(self) -> None:
         """ConfigError (one line) for values that cannot work."""
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
+        if len(self.color_flip) != 3 or not all(0.0 <= p <= 1.0 for p in self.color_flip):
+            raise ConfigError(
+                f"color flips must be 3 probabilities (env0, env1, test), got {self.color_flip}"
+            )
         if self.split not in SPLITS:
             raise ConfigError(f"label-shift split must be one of {SPLITS}, got {self.split!r}")
         if not 0.5 <= self.majority <= 1.0:
@@ -100,20 +142,25 @@ def make_environment(
     gen: torch.Generator,
     label_flip: float = 0.25,
     grayscale: bool = False,
+    task: str = "low-high",
 ) -> ColoredEnv:
     """The scripts' `make_environment`: subsample, binary label with noise, color = label XOR
     Bernoulli(color_flip). Draws n label-flip and then n color uniforms from `gen`."""
     images = images28[:, ::2, ::2].contiguous()
-    labels = (digits < 5).long() ^ _bernoulli(label_flip, len(digits), gen)
+    labels = binary_label(digits, task) ^ _bernoulli(label_flip, len(digits), gen)
     colors = labels ^ _bernoulli(color_flip, len(digits), gen)
     return ColoredEnv(images, labels.float(), None if grayscale else colors, digits.clone())
 
 
-def label_shift_split(digits: Tensor, majority: float, split: str) -> tuple[Tensor, Tensor]:
+def label_shift_split(
+    digits: Tensor, majority: float, split: str, task: str = "low-high"
+) -> tuple[Tensor, Tensor]:
     """Positions of env0 and env1 in the shuffled pool (module docstring): env0 = the first
-    cut0 digit<5 and the first cut1 digit>=5 images, env1 the rest, class-0 block first."""
-    class0 = torch.nonzero(digits < 5).flatten()
-    class1 = torch.nonzero(digits >= 5).flatten()
+    cut0 class-1 (digit<5) and the first cut1 class-0 (digit>=5) images of the task, env1 the
+    rest, the digit<5 block first."""
+    clean = binary_label(digits, task)
+    class0 = torch.nonzero(clean == 1).flatten()
+    class1 = torch.nonzero(clean == 0).flatten()
     if split == "script":
         n0 = n1 = len(digits)
     elif split == "per-class":
@@ -149,17 +196,18 @@ def build_restart(
     perm = torch.from_numpy(np_rng.permutation(TRAIN_POOL))[: config.pool]
     pool_x, pool_d = images[:TRAIN_POOL][perm], digits[:TRAIN_POOL][perm]
     if config.label_shift:
-        idx0, idx1 = label_shift_split(pool_d, config.majority, config.split)
+        idx0, idx1 = label_shift_split(pool_d, config.majority, config.split, config.task)
     else:
         idx0, idx1 = torch.arange(0, len(perm), 2), torch.arange(1, len(perm), 2)
     test_x, test_d = images[TRAIN_POOL:], digits[TRAIN_POOL:]
-    flip = config.label_flip
+    flip, task = config.label_flip, config.task
+    c0, c1, ct = config.color_flip
     return RestartData(
         (
-            make_environment(pool_x[idx0], pool_d[idx0], COLOR_FLIP["env0"], gen, flip),
-            make_environment(pool_x[idx1], pool_d[idx1], COLOR_FLIP["env1"], gen, flip),
-            make_environment(test_x, test_d, COLOR_FLIP["test"], gen, flip),
-            make_environment(test_x, test_d, COLOR_FLIP["gray"], gen, flip, grayscale=True),
+            make_environment(pool_x[idx0], pool_d[idx0], c0, gen, flip, task=task),
+            make_environment(pool_x[idx1], pool_d[idx1], c1, gen, flip, task=task),
+            make_environment(test_x, test_d, ct, gen, flip, task=task),
+            make_environment(test_x, test_d, ct, gen, flip, grayscale=True, task=task),
         )
     )
 
@@ -187,3 +235,46 @@ def generate_restarts(
         data.append(build_restart(images, digits, config, np_rng, gen))
         inits.append(init_restart(gen, hidden))
     return data, inits
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named shift built from MNIST: what it changes in `DataConfig` and why."""
+
+    name: str
+    changes: dict
+    description: str
+
+    def apply(self, config: DataConfig) -> DataConfig:
+        """`config` with this variant's changes."""
+        return dataclasses.replace(config, **self.changes)
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("paper", {}, "the IRM protocol: colour flips 0.2 / 0.1 / 0.9, label noise 0.25"),
+        Variant(
+            "close-colors",
+            {"color_flip": (0.15, 0.1, 0.9)},
+            "training envs closer together (colour flips 0.15 / 0.1): less variation to align",
+        ),
+        Variant(
+            "label-noise-15",
+            {"label_flip": 0.15},
+            "label noise 0.15: shape (85%) beats colour in env0 (80%), not in env1 (90%)",
+        ),
+        Variant(
+            "parity",
+            {"task": "parity"},
+            "another binary split of the digits: y = 1[digit odd] instead of 1[digit < 5]",
+        ),
+    )
+}
+
+
+def variant(name: str) -> Variant:
+    """The variant `name`; ConfigError (one line) naming the valid ones."""
+    if name not in VARIANTS:
+        raise ConfigError(f"unknown variant {name!r}; valid: {', '.join(VARIANTS)}")
+    return VARIANTS[name]

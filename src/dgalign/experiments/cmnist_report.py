@@ -51,11 +51,21 @@ def _pm(mean: float, std: float) -> str:
 def title(config) -> str:
     """The report's title line (says QUICK for the QUICK variant)."""
     variant = "label shift (imbalanced)" if config.data.label_shift else "balanced"
+    shift = getattr(config, "variant", "paper")
+    if shift != "paper":
+        variant += f", variant {shift}"
     head = f"Colored MNIST ({variant}), IRM protocol"
+    if getattr(config, "reduced", False):
+        head = (
+            f"REDUCED (hidden {config.protocol.hidden}, pool {config.data.pool}, "
+            f"{config.protocol.steps} steps) — {head}"
+        )
     return f"{QUICK_NOTE} — {head}" if config.quick else head
 
 
-def accuracy_table(records: dict[str, list[dict]], variant: str) -> tuple[str, dict]:
+def accuracy_table(
+    records: dict[str, list[dict]], variant: str, reduced: bool = False
+) -> tuple[str, dict]:
     """Markdown table of final accuracies beside the paper; also the numbers as a dict. The
     gap is in units of the paper's std over its 10 restarts (a QUICK run has one restart)."""
     lines = [
@@ -69,12 +79,12 @@ def accuracy_table(records: dict[str, list[dict]], variant: str) -> tuple[str, d
         te = _stat([r["final"]["test_acc"] for r in recs])
         gr = _stat([r["final"]["gray_acc"] for r in recs])
         paper = PAPER[variant].get(name)
-        gap = (te[0] - paper[2]) / paper[3] if paper else None
+        gap = (te[0] - paper[2]) / paper[3] if paper and not reduced else None
         p_tr = _pm(paper[0], paper[1]) if paper else "-"
         p_te = _pm(paper[2], paper[3]) if paper else "-"
         if variant == "balanced" and name in GRAY:
             p_te += f" (gray {GRAY[name]:.1f})"
-        flag = ""
+        flag = "n/a (reduced protocol or variant)" if reduced else ""
         if gap is not None:
             flag = f"{gap:+.1f}" + (" **>2**" if abs(gap) > 2 else "")
         lines.append(
@@ -188,7 +198,7 @@ def fgsm_table(results: dict[str, dict]) -> str:
 def write_report(root: Path, config) -> Path:
     """Write report.md, summary.json and the PNGs of the run dir `root`; returns `root`."""
     root = Path(root)
-    records = load_records(root, config.methods, config.restarts)
+    records = load_records(root, config.report_methods, config.restarts)
     variant = "labelshift" if config.data.label_shift else "balanced"
     head = title(config)
     parts = [f"# {head}", ""]
@@ -203,7 +213,8 @@ def write_report(root: Path, config) -> Path:
         parts.append("No finished restarts yet.")
         atomic_write_text(root / "report.md", "\n".join(parts) + "\n")
         return root
-    acc, acc_summary = accuracy_table(records, variant)
+    reduced = getattr(config, "reduced", False) or getattr(config, "variant", "paper") != "paper"
+    acc, acc_summary = accuracy_table(records, variant, reduced)
     cost, cost_summary = cost_table(records)
     count = max(r["restart"] for recs in records.values() for r in recs) + 1
     data, _ = generate_restarts(

@@ -13,7 +13,9 @@ sub-sampled pool, go in separate batches).
 Restart k's data and initial weights depend only on (seed, k): all restarts' environments and
 weights are drawn in order from one seeded stream before training. Hutchinson's probes come
 from torch's global RNG, seeded per batch by (seed, method, restarts in the batch). Each
-method is a table row of `cmnist_rows`: a registered algorithm and its overrides.
+method is a table row of `cmnist_rows`: a registered algorithm and its overrides. `--select`
+adds the row of HessianDiag's curvature weight chosen on the training envs
+(`cmnist_select`; its candidates under selection/).
 """
 
 from __future__ import annotations
@@ -64,12 +66,29 @@ class ReproduceConfig:
     data_dir: str | None = None
     progress: bool | None = None
     loggers: list[str] = field(default_factory=list)  # trackers of each restart (`--logger`)
+    select: str | None = None  # `--select RULE`: also the row of the selected curv_weight
+    variant: str = "paper"  # the name of `data`'s shift (`cmnist_data.VARIANTS`), for reports
+
+    @property
+    def reduced(self) -> bool:
+        """Whether this is not the paper's protocol (QUICK aside): another width, pool or
+        schedule."""
+        return self.protocol != Protocol() or self.data.pool != DataConfig().pool
+
+    @property
+    def report_methods(self) -> list[str]:
+        """The rows of the report: the methods asked for and the selected row, if any."""
+        if self.select is None:
+            return list(self.methods)
+        from dgalign.experiments.cmnist_select import selected_name
+
+        return [*self.methods, selected_name(self.select)]
 
     def identity(self) -> dict:
         """The settings that define the numbers (not the methods or restart count asked for)."""
         return {
             "seed": self.seed,
-            "data": dataclasses.asdict(self.data),
+            "data": self.data.identity(),
             "protocol": dataclasses.asdict(self.protocol),
             "mean": self.mean,
             "dtype": self.dtype,
@@ -112,6 +131,10 @@ def check_config(config: ReproduceConfig) -> None:
     resolve_device(str(config.device))  # ConfigError for a bad device or CUDA without a GPU
     check_loggers(config.loggers)
     config.data.validate()
+    if config.select is not None:
+        from dgalign.experiments.cmnist_select import check_rule
+
+        check_rule(config.select)
 
 
 def claim(config: ReproduceConfig) -> Path:
@@ -212,8 +235,19 @@ def run_reproduction(config: ReproduceConfig) -> Path:
         for m in config.methods
         if any(not restart_paths(root, m, k)[0].exists() for k in range(config.restarts))
     ]
+    if config.select is not None:
+        from dgalign.experiments.cmnist_select import selected_name
+
+        name = selected_name(config.select)
+        if any(not restart_paths(root, name, k)[0].exists() for k in range(config.restarts)):
+            missing.append(name)
     if missing:
         data, inits = generate(config, config.restarts)
         for name in missing:
-            train_method(config, root, methods[name], data, inits)
+            if name in methods:
+                train_method(config, root, methods[name], data, inits)
+            else:
+                from dgalign.experiments.cmnist_select import run_selection
+
+                run_selection(config, root, data, inits, config.select)
     return write_report(root, config)
