@@ -295,7 +295,7 @@ def full_magnitude(z, logits, sizes, form: Form) -> Tensor:
     quadratic forms of `forms` (never building H)."""
     num = len(sizes)
     rows = [[float(f == e) for f in range(num)] for e in range(num)] + [form.weights(sizes)]
-    sq = hessian_forms(z, logits, _domain_weights(sizes, rows).to(z.device))
+    sq = hessian_forms(z, logits, _domain_weights(sizes, rows, z.device))
     return form.reduce(sq[..., :num] + sq[..., num:])
 
 
