@@ -196,9 +196,11 @@ METHODS: tuple[type[SelectionMethod], ...] = (
 SELECTION_METHODS: Registry[type[SelectionMethod]] = Registry(
     "--selection",
     required=("key", "name", "short"),
-    check=lambda cls: []
-    if isinstance(cls, type) and issubclass(cls, SelectionMethod)
-    else ["is not a dgalign.selection.SelectionMethod subclass"],
+    check=lambda cls: (
+        []
+        if isinstance(cls, type) and issubclass(cls, SelectionMethod)
+        else ["is not a dgalign.selection.SelectionMethod subclass"]
+    ),
     describe=lambda cls: getattr(cls, "name", ""),
     fix="subclass dgalign.selection.SelectionMethod and set key, name, short and run_acc",
     what="value",

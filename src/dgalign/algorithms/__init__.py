@@ -38,4 +38,10 @@ from dgalign.algorithms.registry import ALGORITHMS, get, names, register
 
 __all__ = [
     "ALGORITHMS",
-    "Algorithm", "FeaturizerClassifier", "Minibatches", "get", "names", "register"]
+    "Algorithm",
+    "FeaturizerClassifier",
+    "Minibatches",
+    "get",
+    "names",
+    "register",
+]

@@ -1,7 +1,7 @@
 """Datasets as lists of environments, their splits and loaders.
 
-`DATASETS` is the registry of dataset classes (`register_dataset` adds one); `get_dataset_class(name)` validates a name and
-`build_dataset(name, data_dir)` constructs one.
+`DATASETS` is the registry of dataset classes (`register_dataset` adds one);
+`get_dataset_class(name)` validates a name and `build_dataset(name, data_dir)` constructs one.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dgalign.data.mnist import ColoredMNIST, RotatedMNIST
 from dgalign.data.spawrious import SPAWRIOUS_DATASETS
 from dgalign.data.wilds_datasets import WILDSCamelyon, WILDSFMoW
 from dgalign.utils.registry import Registry
+
 
 def _check(cls: object) -> list[str]:
     if not isinstance(cls, type):
