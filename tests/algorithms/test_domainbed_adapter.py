@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -81,8 +82,8 @@ def test_trains_and_checkpoints_its_optimizer(registered, tmp_path):
     x, y = torch.randn(4, 3, 28, 28), torch.tensor([0, 1, 0, 1])
     a.update([(x, y), (x, y)])
     b = registered((3, 28, 28), 2, 2, hparams)
-    b.load_state_dict(a.state_dict())
-    b.load_extra_state(a.extra_state())
+    b.load_state_dict(copy.deepcopy(a.state_dict()))  # as through a checkpoint file
+    b.load_extra_state(copy.deepcopy(a.extra_state()))
     assert int(b.wrapped.update_count) == 1
     a.update([(x, y), (x, y)])
     b.update([(x, y), (x, y)])
