@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar, overload
 from dgalign.errors import ConfigError
 
 T = TypeVar("T")
+_MISSING = object()
 
 
 class RegistryError(ConfigError):
@@ -106,11 +107,14 @@ class Registry(Generic[T]):
         self._descriptions.pop(name, None)
 
     # look-up ------------------------------------------------------------------------------
-    def get(self, name: str) -> T:
-        """The object registered as `name`; ConfigError listing the valid names otherwise."""
+    def get(self, name: str, default: Any = _MISSING) -> T:
+        """The object registered as `name`; ConfigError listing the valid names otherwise
+        (or `default`, when given, as `dict.get`)."""
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            if default is not _MISSING:
+                return default
             raise ConfigError(
                 f"unknown {self.kind} {name!r}; valid {self.what}s: {', '.join(self._entries)}"
                 " (a plugin adds more: --plugin MODULE_OR_PATH)"
@@ -126,6 +130,24 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return list(self._entries.items())
+
+    # the mapping protocol, so code (and tests) written for the former dicts keeps working;
+    # item assignment stores as is, without the contract check (patching in tests)
+    def __getitem__(self, name: str) -> T:
+        return self._entries[name]
+
+    def __setitem__(self, name: str, obj: T) -> None:
+        self._entries[name] = obj
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+        self._descriptions.pop(name, None)
+
+    def keys(self) -> list[str]:
+        return self.names()
+
+    def values(self) -> list[T]:
+        return list(self._entries.values())
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
