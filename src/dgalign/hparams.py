@@ -273,9 +273,8 @@ def base_hparam_space(dataset: str) -> list[HParam]:
             "backbone",
             "mnist_cnn" if small else "resnet50",
             const("mnist_cnn" if small else "resnet50"),
-            "featurizer: mnist_cnn, mlp, resnet18, resnet50, vit_s16, resnet50_augmix, "
-            "dinov2_vitb14 or clip_vitb16",
-            one_of(*BACKBONES),
+            "featurizer: " + ", ".join(BACKBONES.names()),
+            one_of(*BACKBONES.names()),
         ),
         HParam(
             "pretrained",

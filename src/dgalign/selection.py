@@ -25,6 +25,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from dgalign.utils.registry import Registry
+
 Record = dict[str, Any]
 GroupKey = tuple[int, str, str, int]  # trial seed, dataset, algorithm, test env
 
@@ -189,20 +191,42 @@ METHODS: tuple[type[SelectionMethod], ...] = (
     IIDAccuracySelectionMethod,
     LeaveOneOutSelectionMethod,
     OracleSelectionMethod,
+)  # the built-in methods; SELECTION_METHODS holds these and any a plugin registers
+
+SELECTION_METHODS: Registry[type[SelectionMethod]] = Registry(
+    "--selection",
+    required=("key", "name", "short"),
+    check=lambda cls: (
+        []
+        if isinstance(cls, type) and issubclass(cls, SelectionMethod)
+        else ["is not a dgalign.selection.SelectionMethod subclass"]
+    ),
+    describe=lambda cls: getattr(cls, "name", ""),
+    fix="subclass dgalign.selection.SelectionMethod and set key, name, short and run_acc",
+    what="value",
 )
+for _method in METHODS:
+    SELECTION_METHODS.register(_method, name=_method.key)
+
+
+def register_selection(cls=None):
+    """Class decorator: make selection method `cls` available as `--selection cls.key`."""
+    if cls is None:
+        return register_selection
+    return SELECTION_METHODS.register(cls, name=getattr(cls, "key", None))
 
 
 def get_methods(key: str) -> list[type[SelectionMethod]]:
-    """`training`, `loo`, `oracle` or `all` -> the methods; ConfigError otherwise."""
-    from dgalign.errors import ConfigError
-
+    """`training`, `loo`, `oracle` (or a registered key) or `all` -> the methods; ConfigError
+    otherwise."""
     if key == "all":
-        return list(METHODS)
-    for method in METHODS:
-        if method.key == key:
-            return [method]
-    valid = ", ".join([m.key for m in METHODS] + ["all"])
-    raise ConfigError(f"unknown --selection {key!r}; valid values: {valid}")
+        return [cls for _, cls in SELECTION_METHODS.items()]
+    if key not in SELECTION_METHODS:
+        from dgalign.errors import ConfigError
+
+        valid = ", ".join([*SELECTION_METHODS.names(), "all"])
+        raise ConfigError(f"unknown --selection {key!r}; valid values: {valid}")
+    return [SELECTION_METHODS.get(key)]
 
 
 def mean_and_stderr(values: list[float]) -> tuple[float, float] | None:

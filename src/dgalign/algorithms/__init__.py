@@ -34,6 +34,14 @@ from dgalign.algorithms import disentangled_generation  # noqa: F401  (DDG)
 
 # isort: on
 from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Minibatches
-from dgalign.algorithms.registry import get, names, register
+from dgalign.algorithms.registry import ALGORITHMS, get, names, register
 
-__all__ = ["Algorithm", "FeaturizerClassifier", "Minibatches", "get", "names", "register"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "FeaturizerClassifier",
+    "Minibatches",
+    "get",
+    "names",
+    "register",
+]

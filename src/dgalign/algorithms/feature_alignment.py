@@ -59,21 +59,27 @@ class _PairwiseAlignment(FeaturizerClassifier):
         ),
     )
 
-    def discrepancy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def discrepancy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def feature_penalty(cls, features: list[torch.Tensor]) -> torch.Tensor:
+        """mean_{i<j} D(features_i, features_j) (0 for one domain)."""
+        pairs = [
+            cls.discrepancy(features[i], features[j])
+            for i in range(len(features))
+            for j in range(i + 1, len(features))
+        ]
+        return torch.stack(pairs).mean() if pairs else features[0].new_zeros(())
 
     def update(self, minibatches: Minibatches) -> dict[str, float]:
         all_x, _ = concat(minibatches)
         z = self.featurizer(all_x)
-        features = z.split(sizes(minibatches))
+        features = list(z.split(sizes(minibatches)))
         logits = self.classifier(z)
         nll = torch.stack(domain_losses(logits, minibatches)).mean()
-        pairs = [
-            self.discrepancy(features[i], features[j])
-            for i in range(len(features))
-            for j in range(i + 1, len(features))
-        ]
-        penalty = torch.stack(pairs).mean() if pairs else nll.new_zeros(())
+        penalty = self.feature_penalty(features)
         loss = nll + self.hparams["mmd_gamma"] * penalty
         self.optimizer.zero_grad()
         loss.backward()
@@ -89,7 +95,8 @@ class CORAL(_PairwiseAlignment):
     DESCRIPTION = "Deep CORAL: match feature means and covariances across domains"
     PAPER = "Sun & Saenko, 2016"
 
-    def discrepancy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def discrepancy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return coral_discrepancy(x, y)
 
 
@@ -101,5 +108,6 @@ class MMD(_PairwiseAlignment):
     DESCRIPTION = "MMD: match feature distributions with a multi-bandwidth Gaussian kernel"
     PAPER = "Li et al., 2018"
 
-    def discrepancy(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def discrepancy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return gaussian_mmd(x, y)

@@ -56,7 +56,8 @@ def default_start_step(dataset: str) -> int:
     15,000 for DomainNet): 3000 for the MNIST datasets (5,001 steps), 60 for Spurious28."""
     from dgalign.data import DATASETS  # local import: keeps algorithms independent of data
 
-    n_steps = 15000 if dataset == "DomainNet" else getattr(DATASETS.get(dataset), "N_STEPS", 5000)
+    known = DATASETS.get(dataset) if dataset in DATASETS else None
+    n_steps = 15000 if dataset == "DomainNet" else getattr(known, "N_STEPS", 5000)
     return int(n_steps) * 3 // 5
 
 

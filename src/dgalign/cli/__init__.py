@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dgalign {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_PATH",
+        help="import a module, .py file or package folder that registers algorithms, datasets, "
+        "backbones, launchers or selection methods (repeatable; also DGALIGN_PLUGINS, "
+        "os.pathsep-separated, and installed `dgalign.plugins` entry points); sweeps pass "
+        "them on to every job",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(sub)
@@ -69,7 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `dgalign` console command; returns the exit code."""
+    """Entry point of the `dgalign` console command; returns the exit code.
+
+    Plugins (`--plugin`, anywhere on the line) load first, so that what they register is
+    known to the argument parser and to every check."""
+    from dgalign.plugins import load_plugins, parse_plugin_args
+
+    specs, argv = parse_plugin_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        load_plugins(specs)
+    except DGAlignError as exc:
+        print(f"dgalign: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

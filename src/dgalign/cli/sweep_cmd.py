@@ -11,6 +11,7 @@ from pathlib import Path
 from dgalign.cli.ranges import integer, nonempty_path, number, seed
 from dgalign.cli.train_cmd import add_logger_option
 from dgalign.errors import ConfigError
+from dgalign.plugins import explicit_specs
 from dgalign.runs.state import count_states, format_counts
 from dgalign.sweep import LAUNCHERS, JobState, LauncherOptions, SweepSpec, make_launcher
 from dgalign.sweep.jobs import PROTOCOLS
@@ -203,6 +204,7 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
         data_dir=args.data_dir,
         seed=args.seed,
         loggers=list(getattr(args, "logger", [])),
+        plugins=explicit_specs(),  # loaded by `dgalign.cli.main`; every job loads them too
         protocol=args.protocol,
         defaults=args.defaults,
     )

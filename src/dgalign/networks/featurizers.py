@@ -7,7 +7,7 @@ of `dgalign.networks.backbones` (ResNet-18/50, ViT-S/16).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgalign.errors import ConfigError
+from dgalign.utils.registry import Registry
 
 
 class MLP(nn.Module):
@@ -62,12 +63,70 @@ class MNISTCNN(nn.Module):
         return self.avgpool(x).flatten(1)
 
 
-BACKBONES = (
-    "mnist_cnn", "mlp", "resnet18", "resnet50", "vit_s16",
-    "resnet50_augmix", "dinov2_vitb14", "clip_vitb16",
-)  # fmt: skip
-IMAGE_BACKBONES = ("resnet18", "resnet50", "vit_s16")
-TIMM_BACKBONES = ("resnet50_augmix", "dinov2_vitb14", "clip_vitb16")
+BackboneBuilder = Callable[[Sequence[int], dict[str, Any]], nn.Module]
+
+#: Featurizer builders `(input_shape, hparams) -> module with n_outputs`, chosen by the
+#: `backbone` hyper-parameter; `register_backbone` adds one.
+BACKBONES: Registry[BackboneBuilder] = Registry(
+    "backbone",
+    check=lambda fn: [] if callable(fn) else ["is not callable (input_shape, hparams)"],
+    describe=lambda fn: (fn.__doc__ or "").strip(),
+    fix="register a function (input_shape, hparams) -> nn.Module with an n_outputs attribute",
+)
+
+
+def register_backbone(builder=None, *, name: str | None = None, description: str | None = None):
+    """Decorator (or call): make `builder(input_shape, hparams) -> nn.Module` (exposing
+    `n_outputs`) the featurizer of `--hparams '{"backbone": name}'`."""
+    return BACKBONES.register(builder, name=name, description=description)
+
+
+def _mnist_cnn(input_shape: Sequence[int], hparams: dict[str, Any]) -> nn.Module:
+    """DomainBed's MNIST CNN (128 features)."""
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"backbone mnist_cnn needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
+            'use --hparams \'{"backbone": "mlp"}\''
+        )
+    return MNISTCNN(input_shape)
+
+
+def _mlp(input_shape: Sequence[int], hparams: dict[str, Any]) -> nn.Module:
+    """Fully connected MLP on the flattened input (mlp_width, mlp_depth, mlp_dropout)."""
+    n_inputs = 1
+    for size in input_shape:
+        n_inputs *= int(size)
+    return MLP(n_inputs, int(hparams["mlp_width"]), hparams)
+
+
+def _image(name: str, doc: str) -> BackboneBuilder:
+    def build(input_shape: Sequence[int], hparams: dict[str, Any]) -> nn.Module:
+        from dgalign.networks.backbones import build_backbone
+
+        return build_backbone(name, input_shape, hparams)
+
+    build.__doc__ = doc
+    return build
+
+
+def _timm(name: str, doc: str) -> BackboneBuilder:
+    def build(input_shape: Sequence[int], hparams: dict[str, Any]) -> nn.Module:
+        from dgalign.networks.timm_backbones import build_timm_backbone
+
+        return build_timm_backbone(name, input_shape, hparams)
+
+    build.__doc__ = doc
+    return build
+
+
+BACKBONES.register(_mnist_cnn, name="mnist_cnn")
+BACKBONES.register(_mlp, name="mlp")
+BACKBONES.register(_image("resnet18", "torchvision ResNet-18"), name="resnet18")
+BACKBONES.register(_image("resnet50", "torchvision ResNet-50"), name="resnet50")
+BACKBONES.register(_image("vit_s16", "torchvision ViT-S/16"), name="vit_s16")
+BACKBONES.register(_timm("resnet50_augmix", "timm ResNet-50 (AugMix)"), name="resnet50_augmix")
+BACKBONES.register(_timm("dinov2_vitb14", "timm DINOv2 ViT-B/14"), name="dinov2_vitb14")
+BACKBONES.register(_timm("clip_vitb16", "timm CLIP ViT-B/16"), name="clip_vitb16")
 
 
 def build_featurizer(input_shape: Sequence[int], hparams: dict[str, Any]) -> nn.Module:
@@ -79,24 +138,4 @@ def build_featurizer(input_shape: Sequence[int], hparams: dict[str, Any]) -> nn.
     backbone = hparams.get("backbone", "mnist_cnn" if len(input_shape) == 3 else "mlp")
     if backbone == "resnet50" and hparams.get("resnet18", False):
         backbone = "resnet18"
-    if backbone in IMAGE_BACKBONES:
-        from dgalign.networks.backbones import build_backbone
-
-        return build_backbone(backbone, input_shape, hparams)
-    if backbone in TIMM_BACKBONES:
-        from dgalign.networks.timm_backbones import build_timm_backbone
-
-        return build_timm_backbone(backbone, input_shape, hparams)
-    if backbone == "mlp":
-        n_inputs = 1
-        for size in input_shape:
-            n_inputs *= int(size)
-        return MLP(n_inputs, int(hparams["mlp_width"]), hparams)
-    if backbone == "mnist_cnn":
-        if len(input_shape) != 3:
-            raise ConfigError(
-                f"backbone mnist_cnn needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                'use --hparams \'{"backbone": "mlp"}\''
-            )
-        return MNISTCNN(input_shape)
-    raise ConfigError(f"unknown backbone {backbone!r}; available here: {', '.join(BACKBONES)}")
+    return BACKBONES.get(backbone)(input_shape, hparams)

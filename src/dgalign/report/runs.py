@@ -196,7 +196,7 @@ def environment_names(dataset: str, runs: list[Run]) -> list[str]:
     from dgalign.data import DATASETS
 
     if dataset in DATASETS:
-        return list(DATASETS[dataset].ENVIRONMENTS)
+        return list(DATASETS.get(dataset).ENVIRONMENTS)
     if dataset in DOMAINBED_ENVIRONMENTS:
         return list(DOMAINBED_ENVIRONMENTS[dataset])
     count = 0

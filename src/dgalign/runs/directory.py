@@ -60,15 +60,22 @@ class RunDirectory:
         except OSError as exc:
             raise os_error(exc, self.path, "create the run directory") from None
 
-    def claim(self, identity: dict[str, Any], restart: bool = False) -> None:
+    def claim(
+        self,
+        identity: dict[str, Any],
+        restart: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         """Check that the directory holds the run with `identity` (writing `run.json` if it
         holds no run yet). Call while holding the run lock. RunDirError if it holds a
         different run or files that are not a run's; with `restart` an unreadable `run.json`
-        and results without one are discarded instead (`dgalign.runs.identity`)."""
+        and results without one are discarded instead (`dgalign.runs.identity`). `extra`:
+        record-only keys written beside the identity (`RECORD_ONLY`, e.g. the plugins)."""
         claim_identity(
             self.path,
             identity,
             TRAINING,
+            extra=extra,
             restart=restart,
             orphans=(self.results, self.checkpoint),
         )

@@ -31,6 +31,9 @@ class IdentityFile:
 
 
 TRAINING = IdentityFile("run.json", restart_flag="--restart-from-scratch")
+#: Keys of a whole-file identity (`run.json`) that record where a run came from without
+#: defining its results: written with the identity, never compared (e.g. the plugins loaded).
+RECORD_ONLY = ("plugins",)
 REPRODUCTION = IdentityFile("config.json", key="identity", mismatch="results of other settings")
 
 
@@ -72,7 +75,8 @@ def claim_identity(
     orphans: Iterable[Path] = (),
 ) -> None:
     """Check that `directory` holds the run with `identity`, writing the identity file if it
-    holds none yet (with `extra` beside the identity when `spec.key` is set). Call while holding
+    holds none yet (with `extra` beside the identity: in the file's top level, keys of
+    `RECORD_ONLY`, when the whole file is the identity). Call while holding
     the directory's lock. RunDirError when it holds another identity, when its identity file is
     unreadable, or when any of `orphans` (results that need an identity) exists without one;
     with `restart` an unreadable identity file and orphans are discarded instead (the caller
@@ -86,6 +90,8 @@ def claim_identity(
             raise
         existing = None
     if existing is not None:
+        if spec.key is None:  # what `extra` wrote beside the identity is not compared
+            existing = {k: v for k, v in existing.items() if k not in RECORD_ONLY}
         if existing != identity:
             raise RunDirError(
                 f"{directory} holds {spec.mismatch} (differs in "
@@ -99,7 +105,10 @@ def claim_identity(
             f"{directory} holds results of an unknown run (no {spec.name}); choose another "
             f"--output-dir, delete that directory{fix}"
         )
-    content = identity if spec.key is None else {spec.key: identity, **(extra or {})}
+    if spec.key is None:
+        content = {**identity, **(extra or {})}
+    else:
+        content = {spec.key: identity, **(extra or {})}
     atomic_write_json(path, content)
 
 

@@ -167,13 +167,16 @@ def stop_jobs(running: list[RunningJob], grace: float = 10.0) -> None:
 
 
 def run_in_process(job: Job, launcher: str) -> Outcome:
-    """Run `job` in this process (a Ray worker, a Slurm job) and record how it ended."""
+    """Run `job` in this process (a Ray worker, a Slurm job), after loading its plugins, and
+    record how it ended."""
     from dgalign.errors import DGAlignError
+    from dgalign.plugins import load_plugins
     from dgalign.train import RunConfig, run_training
 
     start = time.time()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
+        load_plugins(list(job.plugins))  # the sweep's plugins, in this worker too
         result = run_training(RunConfig(**job.config_kwargs()), progress=False, loggers=job.loggers)
     except KeyboardInterrupt:
         mark_interrupted(job, launcher)

@@ -42,6 +42,7 @@ class Job:
     output_dir: Path
     data_dir: str | None = None
     loggers: tuple[str, ...] = ()  # tracker backends (not part of the hash, as data_dir)
+    plugins: tuple[str, ...] = ()  # `--plugin`s every process running it loads (not hashed)
 
     @property
     def name(self) -> str:
@@ -56,8 +57,9 @@ class Job:
         )
 
     def train_argv(self) -> list[str]:
-        """The arguments of `dgalign train` that run this job (no progress bar)."""
-        argv = ["train"]
+        """The arguments of `dgalign train` that run this job (no progress bar), after the
+        `--plugin`s it needs."""
+        argv = [arg for plugin in self.plugins for arg in ("--plugin", plugin)] + ["train"]
         for key, value in sorted(self.train_args.items()):
             if isinstance(value, bool):  # store_true flags
                 if value:
@@ -121,6 +123,7 @@ class SweepSpec:
     data_dir: str | None = None
     seed: int = 0
     loggers: list[str] = field(default_factory=list)  # every job's `--logger`s
+    plugins: list[str] = field(default_factory=list)  # every job's `--plugin`s
     protocol: str = "domainbed"
     defaults: str = "domainbed-2020"
     env_counts: dict[str, int] = field(default_factory=dict, repr=False)
@@ -216,9 +219,9 @@ class SweepSpec:
     def jobs(self) -> list[Job]:
         """Every job of the sweep, with its run directory under `output_dir`."""
         root = Path(self.output_dir).resolve()
-        loggers = tuple(self.loggers)
+        loggers, plugins = tuple(self.loggers), tuple(self.plugins)
         return [
-            Job(args, root / job_hash(args), self.data_dir, loggers)
+            Job(args, root / job_hash(args), self.data_dir, loggers, plugins)
             for args in self.iter_train_args()
         ]
 

@@ -9,13 +9,14 @@ directory and never stops the sweep on a failed job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dgalign.errors import ConfigError
 from dgalign.sweep.base import DummyLauncher, LaunchSummary, Printer
 from dgalign.sweep.execute import FAILED
-
-LAUNCHERS = ("local", "ray", "slurm", "dummy")
+from dgalign.utils.registry import Registry
 
 
 @dataclass
@@ -55,8 +56,7 @@ _ONLY_FOR = {
 def make_launcher(name: str, options: LauncherOptions, out: Printer = print):
     """The launcher `name` configured by `options`; ConfigError for unknown names, options
     of another launcher, and out-of-range values."""
-    if name not in LAUNCHERS:
-        raise ConfigError(f"unknown launcher {name!r}; valid launchers: {', '.join(LAUNCHERS)}")
+    LAUNCHERS.get(name)  # unknown names fail first, listing the valid ones
     for key, launchers in _ONLY_FOR.items():
         value = getattr(options, key)
         if value not in (None, False) and name not in launchers:
@@ -70,28 +70,59 @@ def make_launcher(name: str, options: LauncherOptions, out: Printer = print):
         value = getattr(options, key)
         if value is not None and value < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 0, got {value}")
-    if name == "dummy":
-        return DummyLauncher(out)
-    if name == "local":
-        from dgalign.sweep.local import LocalLauncher
+    return LAUNCHERS.get(name)(options, out)
 
-        return LocalLauncher(
-            workers=options.workers,
-            jobs_per_gpu=options.jobs_per_gpu or 1,
-            max_retries=options.max_retries or 0,
-            start_method=options.start_method,
-            out=out,
-        )
-    if name == "ray":
-        from dgalign.sweep.ray_launcher import RayLauncher
 
-        return RayLauncher(
-            address=options.ray_address,
-            workers=options.workers,
-            jobs_per_gpu=options.jobs_per_gpu or 1,
-            max_retries=options.max_retries or 0,
-            out=out,
-        )
+LauncherFactory = Callable[["LauncherOptions", Printer], Any]
+
+#: Launcher factories `(options, out) -> launcher`; a launcher has `name`, `describe() -> str`
+#: and `run(jobs) -> LaunchSummary`. `register_launcher` adds one.
+LAUNCHERS: Registry[LauncherFactory] = Registry(
+    "launcher",
+    check=lambda fn: [] if callable(fn) else ["is not callable (options, out)"],
+    describe=lambda fn: (fn.__doc__ or "").strip(),
+    what="launcher",
+    fix="register a function (options: LauncherOptions, out) -> an object with name, "
+    "describe() and run(jobs)",
+)
+
+
+def register_launcher(factory=None, *, name: str | None = None):
+    """Decorator (or call): make `factory(options, out)` the launcher `--launcher name`."""
+    return LAUNCHERS.register(factory, name=name)
+
+
+@register_launcher(name="local")
+def _local(options: LauncherOptions, out: Printer):
+    """worker slots on this machine, each job a process of its own"""
+    from dgalign.sweep.local import LocalLauncher
+
+    return LocalLauncher(
+        workers=options.workers,
+        jobs_per_gpu=options.jobs_per_gpu or 1,
+        max_retries=options.max_retries or 0,
+        start_method=options.start_method,
+        out=out,
+    )
+
+
+@register_launcher(name="ray")
+def _ray(options: LauncherOptions, out: Printer):
+    """Ray tasks on a local or remote Ray cluster"""
+    from dgalign.sweep.ray_launcher import RayLauncher
+
+    return RayLauncher(
+        address=options.ray_address,
+        workers=options.workers,
+        jobs_per_gpu=options.jobs_per_gpu or 1,
+        max_retries=options.max_retries or 0,
+        out=out,
+    )
+
+
+@register_launcher(name="slurm")
+def _slurm(options: LauncherOptions, out: Printer):
+    """Slurm job arrays through submitit"""
     from dgalign.sweep.slurm import SlurmLauncher, parse_time
 
     return SlurmLauncher(
@@ -106,4 +137,17 @@ def make_launcher(name: str, options: LauncherOptions, out: Printer = print):
     )
 
 
-__all__ = ["FAILED", "LAUNCHERS", "LaunchSummary", "LauncherOptions", "make_launcher"]
+@register_launcher(name="dummy")
+def _dummy(options: LauncherOptions, out: Printer):
+    """print the commands, run nothing"""
+    return DummyLauncher(out)
+
+
+__all__ = [
+    "FAILED",
+    "LAUNCHERS",
+    "LaunchSummary",
+    "LauncherOptions",
+    "make_launcher",
+    "register_launcher",
+]

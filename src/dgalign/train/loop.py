@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dgalign import algorithms
+from dgalign import algorithms, plugins
 from dgalign.data import get_dataset_class
 from dgalign.data.splits import InfiniteLoader, Subset, split_environment, split_uda
 from dgalign.errors import ConfigError, DGAlignError, TrainingDiverged, os_error
@@ -73,7 +73,9 @@ def run_training(
     rundir = RunDirectory(config.output_dir)
     rundir.create()
     with run_lock(rundir.path):
-        rundir.claim(config.identity(), restart=restart_from_scratch)
+        loaded = plugins.records()
+        extra = {"plugins": loaded} if loaded else None
+        rundir.claim(config.identity(), restart=restart_from_scratch, extra=extra)
         if restart_from_scratch:
             rundir.discard_results()
         rundir.remove_stale_temporaries()
