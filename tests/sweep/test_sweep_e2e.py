@@ -39,12 +39,17 @@ def sweep_jobs(kit, tmp_path):
     return jobs, 1
 
 
+#: a bound, not a timing: 48 tiny jobs take about a minute alone, many more on a loaded machine
+LAUNCH_BOUND_S = 1800
+
+
 def launch_with_a_kill(kit, launcher, jobs):
     result = {}
     thread = threading.Thread(target=lambda: result.update(summary=launcher.run(jobs)))
     thread.start()
     killed = kit.kill_mid_run(jobs)
-    thread.join(600)
+    thread.join(LAUNCH_BOUND_S)
+    assert not thread.is_alive(), f"the launch did not finish within {LAUNCH_BOUND_S} s"
     return result["summary"], killed
 
 
