@@ -127,6 +127,10 @@ def test_ctrl_c_stops_jobs_and_leaves_the_sweep_relaunchable(kit, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell without job control starts background commands (`pytest &`, `nohup`) with
+        # SIGINT ignored, and Python then never raises KeyboardInterrupt: give the launch the
+        # default disposition, as a terminal's Ctrl-C finds it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
     def running_job():
