@@ -29,7 +29,7 @@ Variants (`VARIANTS`, `dgalign reproduce cmnist --variant NAME`): other shifts b
 way, changing only the colour-flip rates of the environments (`color_flip` = env0, env1, test;
 the gray env takes the test rate's label noise), the label-noise rate (`label_flip`) or the
 binary task (`task`: "low-high" y = 1[digit < 5], "parity" y = 1[digit odd]; with label shift
-"digit<5" reads "class 0" of the task). "paper" is the protocol above.
+"digit<5" reads "label 1 of the task", e.g. odd digits). "paper" is the protocol above.
 """
 
 from __future__ import annotations

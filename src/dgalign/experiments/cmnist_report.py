@@ -18,7 +18,7 @@ import torch
 
 from dgalign.experiments import cmnist_model as M
 from dgalign.experiments import cmnist_plots as plots
-from dgalign.experiments.cmnist_data import generate_restarts
+from dgalign.experiments.cmnist_data import binary_label, generate_restarts
 from dgalign.experiments.cmnist_layout import restart_files, restart_paths
 from dgalign.experiments.cmnist_model import bce, sign_accuracy
 from dgalign.experiments.cmnist_reference import GRAY, PAPER, TIME_100_STEPS
@@ -175,13 +175,15 @@ def fgsm_results(root: Path, config, records: dict[str, list[dict]], data) -> di
     return out
 
 
-def composition(data) -> str:
-    """Restart 0's training envs: sizes and share of digit<5 images (before label noise)."""
+def composition(data, task: str = "low-high") -> str:
+    """Restart 0's training envs: sizes and share of the task's class 1 before label noise
+    (digit<5 for the paper's task, odd digits for `parity`)."""
+    label = {"low-high": "digit<5", "parity": "odd digits"}.get(task, "class 1")
     parts = []
     for name in ("env0", "env1"):
         env = data[name]
-        share = float((env.digits < 5).float().mean()) * 100
-        parts.append(f"{name}: {len(env)} images, {share:.1f}% digit<5")
+        share = float(binary_label(env.digits, task).float().mean()) * 100
+        parts.append(f"{name}: {len(env)} images, {share:.1f}% {label}")
     return "Training environments (restart 0): " + "; ".join(parts) + "."
 
 
@@ -229,7 +231,7 @@ def write_report(root: Path, config) -> Path:
         f"'{config.data.split}'), mean term '{config.mean}', device {config.device}, "
         f"{config.dtype}.",
         "",
-        composition(data[0]),
+        composition(data[0], config.data.task),
         "",
         "## Accuracy at the final step (%)",
         "",
