@@ -41,6 +41,7 @@ from torch.utils._pytree import tree_leaves
 DEVICE = torch.device("meta")
 _SCALAR = torch.ops.aten._local_scalar_dense.default
 _CURRENT: list = []  # the reports of the open `on_fake_device` blocks
+_MODES: list = []  # their fake modes
 
 
 @dataclass
@@ -164,10 +165,23 @@ def on_fake_device(answers: Answers | None = None) -> Iterator[Report]:
         unittest.mock.patch.object(torch.distributions.Distribution, "_validate_args", False),
     ):
         _CURRENT.append(report)
+        _MODES.append(mode)
         try:
             yield report
         finally:
             _CURRENT.pop()
+            _MODES.pop()
+
+
+def fake(tensor: torch.Tensor) -> torch.Tensor:
+    """A real (CPU) tensor as a fake one on `DEVICE`, inside `on_fake_device`: data made
+    before the block, handed to the code under test as if it already lived on the device."""
+    report = _CURRENT[-1]
+    report.quiet += 1
+    try:
+        return _MODES[-1].from_tensor(tensor).to(DEVICE)
+    finally:
+        report.quiet -= 1
 
 
 def build(factory, *args: Any, **kwargs: Any) -> Any:

@@ -80,17 +80,28 @@ def stack_env(restarts: list[RestartData], name: str, dtype, device) -> tuple[Te
 
 
 class _Trace:
-    """Per-step values, kept as [R] tensors and turned into lists at the end."""
+    """Per-step values, kept as [R] tensors on the training device (no copy, no sync per
+    step) and moved to the host once, as lists, when first read."""
 
     def __init__(self) -> None:
         self.values: dict[str, list[Tensor]] = {}
+        self._lists: dict[str, list[list[float]]] | None = None
 
     def add(self, **kw: Tensor) -> None:
         for k, v in kw.items():
-            self.values.setdefault(k, []).append(v.detach().to("cpu", torch.float64))
+            self.values.setdefault(k, []).append(v.detach().to(torch.float64))
+        self._lists = None
+
+    def host_lists(self) -> dict[str, list[list[float]]]:
+        """{key: [restart][step]}, one copy to the host per key."""
+        if self._lists is None:
+            self._lists = {}
+            for k, vs in self.values.items():
+                self._lists[k] = torch.stack(vs).cpu().T.tolist()
+        return self._lists
 
     def restart(self, r: int) -> dict[str, list[float]]:
-        return {k: [float(v[r]) for v in vs] for k, vs in self.values.items()}
+        return {k: v[r] for k, v in self.host_lists().items()}
 
 
 def evaluate(params: dict, xs: tuple[Tensor, ...], ys: tuple[Tensor, ...]) -> dict[str, Tensor]:
