@@ -6,8 +6,24 @@ import argparse
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 from dgalign.errors import ConfigError, DGAlignError
+
+
+class FixedFeatures(nn.Identity):
+    """Identity featurizer on precomputed features (`n_outputs` as the real featurizers)."""
+
+    def __init__(self, n_outputs: int) -> None:
+        super().__init__()
+        self.n_outputs = n_outputs
+
+
+def use_fixed_features(algorithm: nn.Module, dim: int) -> None:
+    """Swap `algorithm`'s featurizer for `FixedFeatures(dim)`; rebuild its network and optimizer."""
+    algorithm.featurizer = FixedFeatures(dim)
+    algorithm.network = nn.Sequential(algorithm.featurizer, algorithm.classifier)
+    algorithm.optimizer = algorithm.make_optimizer()
 
 
 def set_threads(threads: int) -> None:

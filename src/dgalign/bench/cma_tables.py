@@ -41,6 +41,7 @@ from torch import nn
 
 from dgalign import algorithms
 from dgalign.algorithms.spaces import default_hparams
+from dgalign.bench import use_fixed_features
 from dgalign.errors import ConfigError
 
 SHAPES = (
@@ -96,12 +97,6 @@ class ShapeResult:
     kfac_error: dict[str, tuple[float, float]]
 
 
-class _Identity(nn.Identity):
-    def __init__(self, n_outputs: int) -> None:
-        super().__init__()
-        self.n_outputs = n_outputs
-
-
 def shapes(quick: bool = False) -> list[Shape]:
     """Every (dataset head, width) pair; `quick`: two tiny shapes (a smoke test)."""
     if quick:
@@ -120,9 +115,7 @@ def build(method: str, shape: Shape, device: torch.device, budget_mb: float) -> 
     if name == "CMA":
         hparams["hessian_memory_mb"] = budget_mb
     algorithm = algorithms.get(name)((shape.dim,), shape.num_classes, shape.num_domains, hparams)
-    algorithm.featurizer = _Identity(shape.dim)
-    algorithm.network = nn.Sequential(algorithm.featurizer, algorithm.classifier)
-    algorithm.optimizer = algorithm.make_optimizer()
+    use_fixed_features(algorithm, shape.dim)
     return algorithm.to(device)
 
 

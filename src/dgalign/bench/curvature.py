@@ -25,11 +25,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from dgalign import algorithms
 from dgalign.algorithms.spaces import default_hparams
-from dgalign.bench import cma_tables, script_main, set_threads
+from dgalign.bench import cma_tables, script_main, set_threads, use_fixed_features
 from dgalign.errors import ConfigError
 
 METHODS = ("ERM", "HGP", "Hutchinson", "HessianDiag", "CMA-full", "CMA-gram")
@@ -78,14 +77,6 @@ def make_cases(quick: bool = False) -> dict[str, Case]:
     }
 
 
-class FixedFeatures(nn.Identity):
-    """Identity featurizer on precomputed features (`n_outputs` as the real featurizers)."""
-
-    def __init__(self, n_outputs: int) -> None:
-        super().__init__()
-        self.n_outputs = n_outputs
-
-
 def build(method: str, case: Case, device: torch.device) -> algorithms.Algorithm:
     """`method` ("CMA-gram" = CMA with hessian_mode gram) with default hparams, no annealing.
 
@@ -101,9 +92,7 @@ def build(method: str, case: Case, device: torch.device) -> algorithms.Algorithm
         hparams.update(backbone="mlp", mlp_width=case.feature_dim, mlp_depth=2, mlp_dropout=0.0)
     algorithm = algorithms.get(name)(case.input_shape, case.num_classes, case.num_domains, hparams)
     if case.feature_dim is not None:
-        algorithm.featurizer = FixedFeatures(case.feature_dim)
-        algorithm.network = nn.Sequential(algorithm.featurizer, algorithm.classifier)
-        algorithm.optimizer = algorithm.make_optimizer()
+        use_fixed_features(algorithm, case.feature_dim)
     return algorithm.to(device)
 
 
