@@ -108,6 +108,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     cm.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     cm.add_argument(
+        "--precision",
+        choices=("fp32", "tf32"),
+        default="fp32",
+        help="fp32 (default, the paper's tables) or tf32 (TensorFloat-32 CUDA matmuls); bf16 "
+        "is `dgalign train` only (the step's backward is written by hand)",
+    )
+    cm.add_argument(
         "--dynamics-every",
         type=integer(1),
         default=5,
@@ -187,6 +194,7 @@ def config_from_args(args: argparse.Namespace):
         mean=args.mean_term,
         device=str(resolve_device(args.device)),
         dtype=args.dtype,
+        precision=args.precision,
         dynamics_every=args.dynamics_every,
         chunk=args.batch_restarts,
         fgsm_eps=list(args.fgsm_eps),

@@ -10,6 +10,7 @@ from dgalign.tracking import LOGGERS
 from dgalign.train import RunConfig, run_training
 from dgalign.train.config import DEVICES, TASKS
 from dgalign.utils.progress import add_progress_flag
+from dgalign.utils.runtime import PRECISIONS
 
 
 def _option(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -136,6 +137,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="whose defaults: domainbed-2020 (the paper's: torchvision ResNet-50, frozen "
         "BatchNorm) or domainbed-main (AugMix ResNet-50 resnet50_augmix, freeze_bn false)",
     )
+    add_precision_options(parser)
     add_logger_option(parser)
     _option(
         parser,
@@ -172,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         save_model_every_checkpoint=args.save_model_every_checkpoint,
         hparams_grid=args.hparams_grid,
         defaults=args.defaults,
+        precision=args.precision,
+        deterministic=args.deterministic,
     )
     run_training(
         config,
@@ -191,4 +195,21 @@ def add_logger_option(parser: argparse.ArgumentParser) -> None:
         choices=LOGGERS,
         help="also log to this tracker (repeatable; needs the extra of the same name, e.g. "
         "pip install 'dgalign[tensorboard]'); see docs/tracking.md",
+    )
+
+
+def add_precision_options(parser: argparse.ArgumentParser) -> None:
+    """`--precision {fp32,tf32,bf16}` and `--deterministic` (`dgalign.utils.runtime`)."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default, the reference of every table); tf32: TensorFloat-32 CUDA "
+        "matmuls; bf16: the training step under bfloat16 autocast (see docs/precision.md)",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="torch.use_deterministic_algorithms(True) and CUBLAS_WORKSPACE_CONFIG=:4096:8: "
+        "bitwise-exact resume on GPU; ops without a deterministic kernel then fail",
     )

@@ -60,6 +60,7 @@ class ReproduceConfig:
     mean: str = "envs"
     device: str = "cpu"
     dtype: str = "float32"
+    precision: str = "fp32"  # fp32 or tf32 (`dgalign.utils.runtime.configure_precision`)
     dynamics_every: int = 5
     chunk: int = 0  # restarts per batch; 0 = all missing ones at once
     fgsm_eps: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.05, 0.1, 0.2])
@@ -93,7 +94,7 @@ class ReproduceConfig:
             "mean": self.mean,
             "dtype": self.dtype,
             "dynamics_every": self.dynamics_every,
-        }
+        } | ({} if self.precision == "fp32" else {"precision": self.precision})
 
 
 def quick_config(config: ReproduceConfig, methods: list[str] | None = None) -> ReproduceConfig:
@@ -128,6 +129,8 @@ def check_config(config: ReproduceConfig) -> None:
         raise ConfigError(f"--mean-term must be one of {MEAN_TERMS}, got {config.mean!r}")
     if config.dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype must be float32 or float64, got {config.dtype!r}")
+    if config.precision not in ("fp32", "tf32"):
+        raise ConfigError(f"--precision must be fp32 or tf32, got {config.precision!r}")
     resolve_device(str(config.device))  # ConfigError for a bad device or CUDA without a GPU
     check_loggers(config.loggers)
     config.data.validate()
@@ -228,6 +231,9 @@ def train_method(config: ReproduceConfig, root: Path, method: Row, data, inits) 
 def run_reproduction(config: ReproduceConfig) -> Path:
     """Train (resuming) every requested method, then write the report; returns the run dir."""
     check_config(config)
+    from dgalign.utils.runtime import configure_precision
+
+    configure_precision(config.precision)
     root = claim(config)
     methods = all_rows()
     missing = [

@@ -8,6 +8,7 @@ from typing import Any
 
 from dgalign.errors import ConfigError
 from dgalign.utils.checks import check_count, check_seed
+from dgalign.utils.runtime import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("domain_generalization", "domain_adaptation")
@@ -23,7 +24,8 @@ class RunConfig:
     passes unlabelled minibatches of the test environments' `uda` splits (a fraction
     `uda_holdout_fraction` of their `in` splits) to `update`, as DomainBed.
     `hparams_grid` names a fixed grid (`dgalign.hparam_grids`) whose point `hparams_seed`
-    replaces the random draw; `defaults` the DomainBed version whose defaults the run follows."""
+    replaces the random draw; `defaults` the DomainBed version whose defaults the run follows.
+    `precision` (fp32, tf32, bf16) and `deterministic`: `dgalign.utils.runtime`."""
 
     dataset: str
     algorithm: str
@@ -47,6 +49,8 @@ class RunConfig:
     save_model_every_checkpoint: bool = False
     hparams_grid: str | None = None
     defaults: str = "domainbed-2020"
+    precision: str = "fp32"
+    deterministic: bool = False
 
     def validate(self, n_envs: int, env_names: tuple[str, ...] | list[str]) -> None:
         """Raise ConfigError with a one-line fix for any argument that cannot work."""
@@ -94,6 +98,10 @@ class RunConfig:
                 "--task domain_adaptation needs unlabelled test data: pass "
                 "--uda-holdout-fraction F with 0 < F < 1"
             )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
@@ -130,4 +138,6 @@ NEWER_DEFAULTS: dict[str, Any] = {
     "save_model_every_checkpoint": False,
     "hparams_grid": None,
     "defaults": "domainbed-2020",
+    "precision": "fp32",
+    "deterministic": False,
 }

@@ -41,7 +41,7 @@ from dgalign.train.swad import SWAD, SWADCheckpointView, evaluate_swad, validati
 from dgalign.train.tee import tee_output
 from dgalign.utils.io import atomic_torch_save, remove_with_digest
 from dgalign.utils.progress import progress_bar
-from dgalign.utils.runtime import resolve_device, seed_everything
+from dgalign.utils.runtime import autocast, configure_precision, resolve_device, seed_everything
 
 SWA_BN_STEPS = 10  # steps' minibatches (all training envs) that re-estimate BatchNorm statistics
 
@@ -69,6 +69,7 @@ def run_training(
     algorithm_cls = algorithms.get(config.algorithm)
     config.validate(len(dataset_cls.ENVIRONMENTS), dataset_cls.ENVIRONMENTS)
     hparams = run_hparams(config)
+    configure_precision(config.precision, config.deterministic)  # before CUDA initialises
     device = resolve_device(config.device)
     rundir = RunDirectory(config.output_dir)
     rundir.create()
@@ -186,10 +187,11 @@ def _train(
         for step in range(start_step, n_steps):
             step_start = time.time()
             minibatches = [loader.batch(step) for loader in loaders]
-            if unlabelled is None:
-                values = algorithm.update(minibatches)
-            else:
-                values = unlabelled.update(algorithm, minibatches, step)
+            with autocast(device, config.precision):  # bf16: the update's forward and loss
+                if unlabelled is None:
+                    values = algorithm.update(minibatches)
+                else:
+                    values = unlabelled.update(algorithm, minibatches, step)
             if average is not None:
                 average.update(algorithm, step)
             if swad is not None:

@@ -1,8 +1,11 @@
 """The process's runtime: the torch device a command asks for, and the seeding of every random
-generator a run draws from."""
+generator a run draws from, and its
+float32 matmul precision and determinism."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 
 import numpy as np
@@ -41,3 +44,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def configure_precision(precision: str, deterministic: bool = False) -> None:
+    """Set the process-wide matmul precision: fp32 (the reference) keeps full float32 matmuls;
+    tf32 lets CUDA matmuls and convolutions use TensorFloat-32; bf16 keeps fp32 flags (the
+    step runs under `autocast`). `deterministic` sets CUBLAS_WORKSPACE_CONFIG (before CUDA
+    initialises) and `torch.use_deterministic_algorithms(True)`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """`torch.autocast(device.type, bfloat16)` for bf16, else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
