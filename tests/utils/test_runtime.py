@@ -20,3 +20,24 @@ def test_cpu_and_unknown_devices():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="not a torch device"):
         resolve_device("gpu0")
+
+
+def test_precision_switches_set_and_restore_the_matmul_flags():
+    from dgalign.utils.runtime import autocast, configure_precision
+
+    try:
+        configure_precision("tf32")
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high"
+        configure_precision("bf16")
+        assert not torch.backends.cuda.matmul.allow_tf32
+        with autocast(torch.device("cpu"), "bf16"):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+        with autocast(torch.device("cpu"), "fp32"):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+        with pytest.raises(ConfigError, match="--precision must be one of fp32, tf32, bf16"):
+            configure_precision("fp16")
+    finally:
+        configure_precision("fp32")
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert not torch.are_deterministic_algorithms_enabled()
