@@ -20,3 +20,17 @@ def test_cpu_and_unknown_devices():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="not a torch device"):
         resolve_device("gpu0")
+
+
+def test_clock_synchronises_cuda_devices_only(monkeypatch):
+    from dgalign.utils import runtime
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    before = runtime.clock("cpu")
+    runtime.synchronize(torch.device("cpu"))
+    assert calls == []
+    after = runtime.clock(torch.device("cuda:0"))
+    runtime.synchronize("cuda")
+    assert calls == [torch.device("cuda:0"), torch.device("cuda")]
+    assert after >= before
