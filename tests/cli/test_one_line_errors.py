@@ -232,7 +232,7 @@ def test_bad_train_flags_are_one_line(tmp_path, capsys, argv, message):
         ),
         (
             ["bench", "curvature", "--device", "bogus"],
-            "--device 'bogus' is not a torch device; use cpu, cuda or cuda:N",
+            "--device 'bogus' is not a torch device; use auto, cpu, cuda or cuda:N",
         ),
     ],
 )

@@ -41,3 +41,17 @@ def test_precision_switches_set_and_restore_the_matmul_flags():
         configure_precision("fp32")
     assert torch.get_float32_matmul_precision() == "highest"
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_clock_synchronises_cuda_devices_only(monkeypatch):
+    from dgalign.utils import runtime
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    before = runtime.clock("cpu")
+    runtime.synchronize(torch.device("cpu"))
+    assert calls == []
+    after = runtime.clock(torch.device("cuda:0"))
+    runtime.synchronize("cuda")
+    assert calls == [torch.device("cuda:0"), torch.device("cuda")]
+    assert after >= before

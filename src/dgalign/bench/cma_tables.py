@@ -43,6 +43,7 @@ from dgalign import algorithms
 from dgalign.algorithms.spaces import default_hparams
 from dgalign.bench import use_fixed_features
 from dgalign.errors import ConfigError
+from dgalign.utils.runtime import resolve_device, synchronize
 
 SHAPES = (
     ("ColoredMNIST", 2, 2),
@@ -149,11 +150,6 @@ def kfac_errors(shape: Shape, data: list, classifier: nn.Linear) -> dict[str, tu
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_shape(
     shape: Shape, steps: int, warmup: int, device: torch.device, budget_mb: float
 ) -> ShapeResult:
@@ -173,10 +169,10 @@ def run_shape(
         k = r % len(active)
         for method in active[k:] + active[:k]:
             built[method].update(data)  # untimed: the timed step never follows another method
-            _sync(device)
+            synchronize(device)
             start, cpu = time.perf_counter(), time.process_time()
             built[method].update(data)
-            _sync(device)
+            synchronize(device)
             if r >= warmup:
                 cells[method].times.append(time.perf_counter() - start)
                 cells[method].cpu_times.append(time.process_time() - cpu)
@@ -195,9 +191,7 @@ def run_tables(
 ) -> list[ShapeResult]:
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps must be >= 1 and --warmup >= 0, got {steps}, {warmup}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    dev = resolve_device(device)
     if quick:
         steps, warmup = min(steps, 1), 0
     return [run_shape(s, steps, warmup, dev, budget_mb) for s in shapes(quick)]
@@ -274,7 +268,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = run_tables(args.steps, args.warmup, args.device, args.quick, args.full_budget_mb)
+    device = str(resolve_device(args.device))  # `auto` named as what it resolved to
+    results = run_tables(args.steps, args.warmup, device, args.quick, args.full_budget_mb)
     steps, warmup = (min(args.steps, 1), 0) if args.quick else (args.steps, args.warmup)
-    print(format_tables(results, args.device, steps, warmup))
+    print(format_tables(results, device, steps, warmup))
     return 0

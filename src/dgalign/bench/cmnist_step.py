@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -31,6 +30,7 @@ from dgalign.experiments import cmnist_model as M
 from dgalign.experiments.cmnist_data import COLOR_FLIP, RestartData, make_environment
 from dgalign.experiments.cmnist_rows import METHODS, all_rows
 from dgalign.experiments.cmnist_train import Protocol, train_restarts
+from dgalign.utils.runtime import clock, resolve_device
 
 #: targets of the issue: method -> largest step-time ratio to ERM (ERM: to the GEMM bound)
 TARGETS = {
@@ -66,11 +66,6 @@ def synthetic(rows: int, gen: torch.Generator) -> RestartData:
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def gemm_bound(restarts: int, rows: int, device: torch.device) -> Callable[[], float]:
     """A function timing one round of the step's matrix products into preallocated outputs."""
     g = torch.Generator().manual_seed(1)
@@ -104,8 +99,7 @@ def gemm_bound(restarts: int, rows: int, device: torch.device) -> Callable[[], f
     }
 
     def once() -> float:
-        _sync(device)
-        start = time.perf_counter()
+        start = clock(device)
         torch.bmm(x, w1, out=out["h1"])
         torch.bmm(h1, w2, out=out["h2"])
         torch.bmm(h2, w3, out=out["l"])
@@ -114,8 +108,7 @@ def gemm_bound(restarts: int, rows: int, device: torch.device) -> Callable[[], f
         torch.bmm(h1.transpose(1, 2), g2, out=out["dw2"])
         torch.bmm(g2, w2.transpose(1, 2), out=out["dh1"])
         torch.bmm(x.transpose(1, 2), g1, out=out["dw1"])
-        _sync(device)
-        return time.perf_counter() - start
+        return clock(device) - start
 
     once()
     return once
@@ -147,9 +140,7 @@ def run_benchmark(
     names: Sequence[str], restarts: int, rows: int, repeats: int, device: str = "cpu"
 ) -> dict[str, list[float]]:
     """{method or BOUND: step times}, measured round-robin (module docstring)."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    dev = resolve_device(device)
     unknown = [n for n in names if n not in all_rows()]
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(all_rows())}")
@@ -207,16 +198,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=50_000, help="training rows (50,000)")
     parser.add_argument("--repeats", type=int, default=5, help="round-robin rounds (default 5)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:i] or auto (CUDA if present)")
 
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     names = args.methods or list(METHODS)
     before = load()
-    times = run_benchmark(names, args.restarts, args.rows, args.repeats, args.device)
+    device = str(resolve_device(args.device))  # `auto` named as what it resolved to
+    times = run_benchmark(names, args.restarts, args.rows, args.repeats, device)
     print(
-        f"restarts {args.restarts}, rows {args.rows}, hidden {M.HIDDEN}, device {args.device}, "
+        f"restarts {args.restarts}, rows {args.rows}, hidden {M.HIDDEN}, device {device}, "
         f"threads {torch.get_num_threads()}, {args.repeats} rounds; load average before "
         f"{before}, after {load()}"
     )

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ from dgalign import algorithms
 from dgalign.algorithms.spaces import default_hparams
 from dgalign.bench import cma_tables, script_main, set_threads, use_fixed_features
 from dgalign.errors import ConfigError
+from dgalign.utils.runtime import clock, resolve_device, synchronize
 
 METHODS = ("ERM", "HGP", "Hutchinson", "HessianDiag", "CMA-full", "CMA-gram")
 TIME_TARGET = 1.05  # HessianDiag and CMA-gram at most 1.05x ERM's step time on case a
@@ -109,11 +109,6 @@ def make_batches(case: Case, device: torch.device, seed: int = 0) -> list:
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Silence the profiler's C++ start/stop lines (file descriptor 2) while it runs."""
@@ -130,11 +125,11 @@ def _quiet_stderr() -> Iterator[None]:
 def peak_bytes(algorithm: algorithms.Algorithm, batches: list, device: torch.device) -> int:
     """Peak tensor bytes of one update above the bytes alive before it (module docstring)."""
     if device.type == "cuda":
-        _sync(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         algorithm.update(batches)
-        _sync(device)
+        synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
     from torch.profiler import ProfilerActivity, profile
 
@@ -167,12 +162,12 @@ def run_case(case: Case, steps: int, warmup: int, device: torch.device) -> CaseR
     for r in range(warmup + steps):
         k = r % len(active)
         for method in active[k:] + active[:k]:
-            _sync(device)
-            start = time.perf_counter()
+            start = clock(device)
             built[method].update(batches)
-            _sync(device)
             if r >= warmup:
-                rows[method].times.append(time.perf_counter() - start)
+                rows[method].times.append(clock(device) - start)
+            else:
+                synchronize(device)
     for method, algorithm in built.items():
         rows[method].step_ms = 1e3 * statistics.median(rows[method].times)
         rows[method].peak_mb = peak_bytes(algorithm, batches, device) / 2**20
@@ -193,9 +188,7 @@ def run_benchmark(
         raise ConfigError(f"unknown case(s) {', '.join(unknown)}; choose from a, b")
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--steps must be >= 1 and --warmup >= 0, got {steps}, {warmup}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    dev = resolve_device(device)
     if quick:
         steps, warmup = min(steps, 2), min(warmup, 1)
     return [run_case(all_cases[c], steps, warmup, dev) for c in cases]
@@ -269,7 +262,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `benchmarks/curvature.py` and `dgalign bench curvature`."""
     parser.add_argument("--steps", type=int, default=20, help="timed steps per method")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:i] or auto (CUDA if present)")
     parser.add_argument("--cases", default="a,b", help="comma-separated subset of a,b")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and steps (smoke test)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")

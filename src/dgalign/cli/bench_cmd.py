@@ -31,15 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_curvature(args: argparse.Namespace) -> int:
-    """`curvature.run`, after a one-line error for a --device torch does not know."""
-    import torch
+    """`curvature.run`, after a one-line error for a --device this machine cannot give."""
+    from dgalign.utils.runtime import resolve_device
 
-    from dgalign.errors import ConfigError
-
-    try:
-        torch.device(args.device)
-    except RuntimeError:
-        raise ConfigError(
-            f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N"
-        ) from None
+    resolve_device(args.device)
     return curvature.run(args)

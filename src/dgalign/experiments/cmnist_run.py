@@ -193,7 +193,7 @@ def train_method(config: ReproduceConfig, root: Path, method: Row, data, inits) 
             label_shift=config.data.label_shift,
             mean=config.mean,
             dtype=dtype,
-            device=config.device,
+            device=resolve_device(str(config.device)),  # `auto` -> CUDA when present
             dynamics_every=config.dynamics_every,
             progress=config.progress,
             desc=f"{method.name} restarts {ks[0]}-{ks[-1]}",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +40,13 @@ from dgalign.train.swad import SWAD, SWADCheckpointView, evaluate_swad, validati
 from dgalign.train.tee import tee_output
 from dgalign.utils.io import atomic_torch_save, remove_with_digest
 from dgalign.utils.progress import progress_bar
-from dgalign.utils.runtime import autocast, configure_precision, resolve_device, seed_everything
+from dgalign.utils.runtime import (
+    autocast,
+    clock,
+    configure_precision,
+    resolve_device,
+    seed_everything,
+)
 
 SWA_BN_STEPS = 10  # steps' minibatches (all training envs) that re-estimate BatchNorm statistics
 
@@ -185,7 +190,7 @@ def _train(
     )
     with bar:
         for step in range(start_step, n_steps):
-            step_start = time.time()
+            step_start = clock(device)
             minibatches = [loader.batch(step) for loader in loaders]
             with autocast(device, config.precision):  # bf16: the update's forward and loss
                 if unlabelled is None:
@@ -205,7 +210,7 @@ def _train(
                         "(--hparams '{\"lr\": ...}') or the penalty weights"
                     )
                 window[key].append(value)
-            window["step_time"].append(time.time() - step_start)
+            window["step_time"].append(clock(device) - step_start)
             bar.update(1)
             if step % checkpoint_freq == 0 or step == n_steps - 1:
                 check_finite_parameters(algorithm, step, records, rundir)

@@ -1,12 +1,13 @@
-"""The process's runtime: the torch device a command asks for, and the seeding of every random
-generator a run draws from, and its
-float32 matmul precision and determinism."""
+"""The process's runtime: the torch device a command asks for, an honest clock for timing work
+on it, the seeding of every random generator a run draws from, and the float32 matmul
+precision and determinism."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import random
+import time
 
 import numpy as np
 import torch
@@ -35,6 +36,20 @@ def resolve_device(name: str) -> torch.device:
                 f"cuda:{count - 1}; pick one of them or use cuda"
             )
     return device
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the work queued on `device` (CUDA kernels run asynchronously); no-op on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock(device: str | torch.device) -> float:
+    """`time.perf_counter()` after `synchronize(device)`: the difference of two readings is
+    the wall time of the work queued on `device` between them, not of its launches."""
+    synchronize(device)
+    return time.perf_counter()
 
 
 def seed_everything(seed: int) -> None:
