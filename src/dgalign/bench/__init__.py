@@ -26,6 +26,31 @@ def use_fixed_features(algorithm: nn.Module, dim: int) -> None:
     algorithm.optimizer = algorithm.make_optimizer()
 
 
+def build_penalised(
+    name: str,
+    hparams: dict,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    num_domains: int,
+    device: torch.device,
+    feature_dim: int | None = None,
+) -> nn.Module:
+    """Algorithm `name` with `hparams` and its penalty on from step 0 (`penalty_anneal_iters`
+    0 where it has one), on `device`. With `feature_dim` d it is built on an MLP featurizer of
+    width d (so the head and any budget check see d), then given `FixedFeatures(d)`."""
+    from dgalign import algorithms
+
+    hparams = dict(hparams)
+    if "penalty_anneal_iters" in hparams:
+        hparams["penalty_anneal_iters"] = 0
+    if feature_dim is not None:
+        hparams.update(backbone="mlp", mlp_width=feature_dim, mlp_depth=2, mlp_dropout=0.0)
+    algorithm = algorithms.get(name)(input_shape, num_classes, num_domains, hparams)
+    if feature_dim is not None:
+        use_fixed_features(algorithm, feature_dim)
+    return algorithm.to(device)
+
+
 def set_threads(threads: int) -> None:
     """torch's intra-op threads (0: leave the default); ConfigError if negative."""
     if threads < 0:

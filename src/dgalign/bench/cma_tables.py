@@ -39,9 +39,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from dgalign import algorithms
 from dgalign.algorithms.spaces import default_hparams
-from dgalign.bench import use_fixed_features
+from dgalign.bench import build_penalised
 from dgalign.errors import ConfigError
 from dgalign.utils.runtime import resolve_device, synchronize
 
@@ -110,14 +109,10 @@ def build(method: str, shape: Shape, device: torch.device, budget_mb: float) -> 
     name = "CMA" if method.startswith("CMA") else method
     hparams = default_hparams(name, "probe")
     hparams.update(VARIANTS.get(method, {}))
-    hparams.update(backbone="mlp", mlp_width=shape.dim, mlp_depth=2, mlp_dropout=0.0)
-    if "penalty_anneal_iters" in hparams:
-        hparams["penalty_anneal_iters"] = 0
     if name == "CMA":
         hparams["hessian_memory_mb"] = budget_mb
-    algorithm = algorithms.get(name)((shape.dim,), shape.num_classes, shape.num_domains, hparams)
-    use_fixed_features(algorithm, shape.dim)
-    return algorithm.to(device)
+    dims = ((shape.dim,), shape.num_classes, shape.num_domains)
+    return build_penalised(name, hparams, *dims, device, feature_dim=shape.dim)
 
 
 def batches(shape: Shape, device: torch.device, seed: int = 0) -> list:

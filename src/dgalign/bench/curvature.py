@@ -27,7 +27,7 @@ import torch
 
 from dgalign import algorithms
 from dgalign.algorithms.spaces import default_hparams
-from dgalign.bench import cma_tables, script_main, set_threads, use_fixed_features
+from dgalign.bench import build_penalised, cma_tables, script_main, set_threads
 from dgalign.errors import ConfigError
 from dgalign.utils.runtime import clock, resolve_device, synchronize
 
@@ -84,16 +84,10 @@ def build(method: str, case: Case, device: torch.device) -> algorithms.Algorithm
     CMA's budget check see d) that is then replaced by the identity."""
     name, _, mode = method.partition("-")
     hparams = default_hparams(name, case.dataset)
-    if "penalty_anneal_iters" in hparams:
-        hparams["penalty_anneal_iters"] = 0
     if mode:
         hparams["hessian_mode"] = mode
-    if case.feature_dim is not None:
-        hparams.update(backbone="mlp", mlp_width=case.feature_dim, mlp_depth=2, mlp_dropout=0.0)
-    algorithm = algorithms.get(name)(case.input_shape, case.num_classes, case.num_domains, hparams)
-    if case.feature_dim is not None:
-        use_fixed_features(algorithm, case.feature_dim)
-    return algorithm.to(device)
+    dims = (case.input_shape, case.num_classes, case.num_domains)
+    return build_penalised(name, hparams, *dims, device, feature_dim=case.feature_dim)
 
 
 def make_batches(case: Case, device: torch.device, seed: int = 0) -> list:
