@@ -17,6 +17,14 @@ from dgalign.experiments.cmnist_select import RULES
 from dgalign.utils.progress import add_progress_flag
 
 DEFAULT_EPS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2]
+#: The reduced-protocol options: the field they set, the part of `ReproduceConfig` holding it,
+#: their least value, what the field is and its default.
+REDUCED = (
+    ("hidden", "protocol", 1, "hidden width of the MLP", "the protocol's 390"),
+    ("pool", "data", 2, "training images of both envs together", "50,000"),
+    ("steps", "protocol", 2, "training steps", "the protocol's 501"),
+    ("anneal_iters", "protocol", 0, "step of the penalty switch", "the protocol's 190"),
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,30 +75,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also the row HessianDiag-sel(RULE): curv_weight chosen per restart on held-out "
         "parts of the training envs only (docs/reproduction.md)",
     )
-    cm.add_argument(
-        "--hidden",
-        type=integer(1),
-        default=None,
-        help="hidden width of the MLP (reduced protocol; default the protocol's 390)",
-    )
-    cm.add_argument(
-        "--pool",
-        type=integer(2),
-        default=None,
-        help="training images of both envs together (reduced protocol; default 50,000)",
-    )
-    cm.add_argument(
-        "--steps",
-        type=integer(2),
-        default=None,
-        help="training steps (reduced protocol; default the protocol's 501)",
-    )
-    cm.add_argument(
-        "--anneal-iters",
-        type=integer(0),
-        default=None,
-        help="step of the penalty switch (reduced protocol; default the protocol's 190)",
-    )
+    for name, _, low, what, default in REDUCED:
+        cm.add_argument(
+            "--" + name.replace("_", "-"),
+            type=integer(low),
+            default=None,
+            help=f"{what} (reduced protocol; default {default})",
+        )
     cm.add_argument(
         "--quick",
         action="store_true",
@@ -205,13 +196,10 @@ def config_from_args(args: argparse.Namespace):
         variant=args.variant,
     )
     config = quick_config(config, methods) if args.quick else dataclasses.replace(config)
-    if args.hidden is not None:
-        config.protocol = dataclasses.replace(config.protocol, hidden=args.hidden)
-    for name in ("steps", "anneal_iters"):
+    for name, part, *_ in REDUCED:
         if getattr(args, name) is not None:
-            config.protocol = dataclasses.replace(config.protocol, **{name: getattr(args, name)})
-    if args.pool is not None:
-        config.data = dataclasses.replace(config.data, pool=args.pool)
+            replaced = dataclasses.replace(getattr(config, part), **{name: getattr(args, name)})
+            setattr(config, part, replaced)
     return config
 
 
