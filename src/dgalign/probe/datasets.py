@@ -123,6 +123,23 @@ def _check_splits(splits: np.ndarray, source: Path) -> np.ndarray:
     return splits.astype(np.int8)
 
 
+def _from_metadata(
+    frame: pd.DataFrame, meta: Path, columns: tuple[str, str], **spec: Any
+) -> ProbeDataset:
+    """The dataset whose labels and (binary) attributes are the integer `columns` (y, a) of
+    the metadata table `frame` read from `meta`, its splits the column "split", its root the
+    folder of `meta`; `spec` gives the other fields."""
+    target, spurious = columns
+    return ProbeDataset(
+        num_attributes=2,
+        labels=_int_column(frame, target, meta),
+        attributes=_int_column(frame, spurious, meta),
+        splits=_check_splits(_int_column(frame, "split", meta), meta),
+        root=str(meta.parent),
+        **spec,
+    )
+
+
 def _image_loader(folder: Path, files: list[str]) -> Callable[[int], Any]:
     from dgalign.data.images import load_rgb
 
@@ -147,17 +164,15 @@ def waterbirds(root: str | Path) -> ProbeDataset:
     frame = pd.read_csv(meta)
     if "img_filename" not in frame.columns:
         raise DataError(f"{meta} has no column 'img_filename'")
-    return ProbeDataset(
+    return _from_metadata(
+        frame,
+        meta,
+        ("y", "place"),
         name="waterbirds",
         target="y (bird type: 1 = waterbird)",
         spurious="place (background: 1 = water)",
         num_classes=2,
-        num_attributes=2,
-        labels=_int_column(frame, "y", meta),
-        attributes=_int_column(frame, "place", meta),
-        splits=_check_splits(_int_column(frame, "split", meta), meta),
         modality="image",
-        root=str(meta.parent),
         loader=_image_loader(meta.parent, [str(f) for f in frame["img_filename"]]),
     )
 
@@ -312,17 +327,15 @@ def multinli(root: str | Path) -> ProbeDataset:
     def load(index: int) -> dict[str, np.ndarray]:
         return {k: v[index] for k, v in tokens.items()}
 
-    return ProbeDataset(
+    return _from_metadata(
+        frame,
+        meta,
+        ("gold_label", "sentence2_has_negation"),
         name="multinli",
         target="gold_label (0 contradiction, 1 entailment, 2 neutral)",
         spurious="sentence2_has_negation",
         num_classes=3,
-        num_attributes=2,
-        labels=_int_column(frame, "gold_label", meta),
-        attributes=_int_column(frame, "sentence2_has_negation", meta),
-        splits=_check_splits(_int_column(frame, "split", meta), meta),
         modality="text",
-        root=str(meta.parent),
         loader=load,
         extra={"max_length": int(tokens["input_ids"].shape[1])},
     )
