@@ -118,6 +118,13 @@ DOMAINNET_DUPLICATES = Remote(
 _VISDA = "http://csr.bu.edu/ftp/visda/2019/multi-source/"
 
 
+def _visda(path: str) -> Remote:
+    """A DomainNet zip at `path` below the VisDA 2019 site, with its size and sha256."""
+    filename = path.rsplit("/", 1)[-1]
+    size, sha256 = DOMAINNET_SHA256[filename]
+    return Remote(_VISDA + path, filename, sha256=sha256, size=size)
+
+
 def _names(text: str) -> tuple[str, ...]:
     """Whitespace-separated class folder names."""
     return tuple(text.split())
@@ -172,6 +179,9 @@ _OFFICEHOME_CLASSES = _names(
     Speaker Spoon TV Table Telephone ToothBrush Toys Trash_Can Webcam
     """
 )
+
+#: SVIRO's environments: the car models, also the names of their folders.
+_SVIRO_CARS = ("aclass", "escape", "hilux", "i3", "lexus", "tesla", "tiguan", "tucson", "x5", "zoe")
 
 
 MANIFEST: dict[str, ImageDatasetSpec] = {
@@ -248,12 +258,7 @@ MANIFEST: dict[str, ImageDatasetSpec] = {
         total=586575,
         env_counts=(48129, 51605, 72266, 172500, 172947, 69128),
         downloads=tuple(
-            Remote(
-                _VISDA + path,
-                path.rsplit("/", 1)[-1],
-                sha256=DOMAINNET_SHA256[path.rsplit("/", 1)[-1]][1],
-                size=DOMAINNET_SHA256[path.rsplit("/", 1)[-1]][0],
-            )
+            _visda(path)
             for path in (
                 "groundtruth/clipart.zip",
                 "infograph.zip",
@@ -270,30 +275,8 @@ MANIFEST: dict[str, ImageDatasetSpec] = {
     "SVIRO": ImageDatasetSpec(
         name="SVIRO",
         directory="sviro",
-        env_dirs=(
-            "aclass",
-            "escape",
-            "hilux",
-            "i3",
-            "lexus",
-            "tesla",
-            "tiguan",
-            "tucson",
-            "x5",
-            "zoe",
-        ),
-        environments=(
-            "aclass",
-            "escape",
-            "hilux",
-            "i3",
-            "lexus",
-            "tesla",
-            "tiguan",
-            "tucson",
-            "x5",
-            "zoe",
-        ),
+        env_dirs=_SVIRO_CARS,
+        environments=_SVIRO_CARS,
         classes=(),
         total=0,
         env_counts=None,
