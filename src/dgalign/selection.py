@@ -65,6 +65,11 @@ def test_envs(record: Record) -> list[int]:
     return list(record["args"]["test_envs"])
 
 
+def _single_test_env(records: list[Record]) -> list[Record]:
+    """The records of runs with one test env."""
+    return [r for r in records if len(test_envs(r)) == 1]
+
+
 def group_records(records: list[Record]) -> dict[GroupKey, list[Record]]:
     """Records grouped by (trial seed, dataset, algorithm, test env), in input order."""
     groups: dict[GroupKey, list[Record]] = defaultdict(list)
@@ -127,7 +132,7 @@ class IIDAccuracySelectionMethod(SelectionMethod):
 
     @classmethod
     def run_acc(cls, records: list[Record]) -> Choice | None:
-        single = [r for r in records if len(test_envs(r)) == 1]
+        single = _single_test_env(records)
         return _argmax([cls.step_acc(r) for r in single])
 
 
@@ -141,7 +146,7 @@ class LeaveOneOutSelectionMethod(SelectionMethod):
     @classmethod
     def step_acc(cls, records: list[Record]) -> Choice | None:
         """The choice at one step, from the records of that step; None if unusable."""
-        single = [r for r in records if len(test_envs(r)) == 1]
+        single = _single_test_env(records)
         if len(single) != 1:
             return None
         test_env = test_envs(single[0])[0]
@@ -179,7 +184,7 @@ class OracleSelectionMethod(SelectionMethod):
 
     @classmethod
     def run_acc(cls, records: list[Record]) -> Choice | None:
-        single = [r for r in records if len(test_envs(r)) == 1]
+        single = _single_test_env(records)
         if not single:
             return None
         test_env = test_envs(single[0])[0]
