@@ -25,6 +25,7 @@ from dgalign.runs.lock import RUN_LOCK
 from dgalign.utils.io import (
     atomic_write_jsonl,
     atomic_write_text,
+    read_json_object,
     remove_with_digest,
 )
 from dgalign.utils.records import decode_record, encode_record
@@ -172,11 +173,7 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def read_run_json(directory: str | Path) -> dict[str, Any] | None:
     """The run's `run.json` as a JSON object, or None when it is absent or unreadable."""
-    try:
-        args = json.loads((Path(directory) / TRAINING.name).read_text())
-    except (OSError, ValueError):
-        return None
-    return args if isinstance(args, dict) else None
+    return read_json_object(Path(directory) / TRAINING.name)
 
 
 def sub_directories(root: str | Path) -> list[Path]:

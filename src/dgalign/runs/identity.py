@@ -10,14 +10,13 @@ different settings never mix their results in one directory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dgalign.errors import RunDirError
-from dgalign.utils.io import atomic_write_json
+from dgalign.utils.io import atomic_write_json, read_json_object
 
 
 @dataclass(frozen=True)
@@ -44,11 +43,8 @@ def read_identity(directory: str | Path, spec: IdentityFile = TRAINING) -> dict[
     path = Path(directory) / spec.name
     if not path.exists():
         return None
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):
-        content = None
-    if not isinstance(content, dict):
+    content = read_json_object(path)
+    if content is None:
         fix = f", or rerun with {spec.restart_flag}" if spec.restart_flag else ""
         raise RunDirError(
             f"{path} is unreadable or not a JSON object; delete {directory}, choose another "
@@ -118,8 +114,5 @@ def is_reproduction(directory: str | Path) -> bool:
     path = Path(directory) / REPRODUCTION.name
     if not path.is_file():
         return False
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(content, dict) and REPRODUCTION.key in content
+    content = read_json_object(path)
+    return content is not None and REPRODUCTION.key in content

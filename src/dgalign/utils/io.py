@@ -8,7 +8,8 @@ An OS error on the way (read-only folder, full disk, permissions) is raised as a
 Torch files saved with `digest=True` get a sidecar `<name>.sha256` (JSON) listing the SHA-256
 of the file; `read_verified_torch` refuses a file whose digest is not listed. The sidecar is
 written before the file is renamed into place and keeps the previous digests too, so a crash
-between the two renames leaves an old file that still verifies.
+between the two renames leaves an old file that still verifies. `read_json_object` reads a
+JSON object back (None for a missing or damaged file).
 """
 
 from __future__ import annotations
@@ -82,6 +83,16 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in `path`; None when the file is missing, unreadable, not JSON or not
+    an object."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
 def atomic_write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
     """Write one key-sorted JSON object per line to `path` atomically. Strict JSON: a NaN or
     infinity is a ValueError (encode such records first, see `dgalign.utils.records`)."""
@@ -97,11 +108,8 @@ def digest_path(path: str | os.PathLike) -> Path:
 
 def _listed_digests(path: Path) -> list[str] | None:
     """The digests listed for `path`, or None when its sidecar is missing or unreadable."""
-    try:
-        data = json.loads(digest_path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != DIGEST_FORMAT:
+    data = read_json_object(digest_path(path))
+    if data is None or data.get("format") != DIGEST_FORMAT:
         return None
     listed = data.get("sha256")
     if not isinstance(listed, list) or not all(isinstance(d, str) for d in listed):
