@@ -20,12 +20,14 @@ raises `PluginError`: one line naming the plugin and the problem.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -80,6 +82,21 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _plugin_errors(label: str, verb: str, fix: str) -> Iterator[None]:
+    """Errors of loading plugin `label` as one-line PluginErrors: a ConfigError (a
+    registration that breaks a contract, or a plugin's own) with its message, any other error
+    but Ctrl-C as "failed to `verb` (reason); `fix`"."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise PluginError(f"plugin {label}: {exc}") from None
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise PluginError(f"plugin {label} failed to {verb} ({_reason(exc)}); {fix}") from None
+
+
 def _import_path(path: Path) -> ModuleType:
     """Import the file or package folder `path` as a module named after it (reused when that
     module is already this file)."""
@@ -125,17 +142,9 @@ def _load_one(spec: str, source: str) -> PluginRecord:
     key = normalize(spec)
     if key in _loaded:
         return _loaded[key]
-    try:
+    fix = "check the module name or path and that it imports on its own"
+    with _plugin_errors(f"{spec!r} ({source})", "import", fix):
         module = _import_path(Path(key)) if is_path(spec) else importlib.import_module(key)
-    except ConfigError as exc:  # a registration that breaks a contract, or a plugin's own
-        raise PluginError(f"plugin {spec!r} ({source}): {exc}") from None
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise PluginError(
-            f"plugin {spec!r} ({source}) failed to import ({_reason(exc)}); check the module "
-            "name or path and that it imports on its own"
-        ) from None
     distribution, version = _distribution_of(module)
     record = PluginRecord(
         key, source, module.__name__, getattr(module, "__file__", None), distribution, version
@@ -155,19 +164,10 @@ def _load_entry_points() -> None:
             continue
         dist = getattr(ep, "dist", None)
         label = f"{ep.name} = {ep.value}" + (f" from {dist.name}" if dist is not None else "")
-        try:
+        with _plugin_errors(f"{label} (entry point)", "load", "fix or uninstall that package"):
             target = ep.load()
             if callable(target) and not isinstance(target, ModuleType):
                 target()
-        except ConfigError as exc:
-            raise PluginError(f"plugin {label} (entry point): {exc}") from None
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise PluginError(
-                f"plugin {label} (entry point) failed to load ({_reason(exc)}); fix or "
-                "uninstall that package"
-            ) from None
         module = ep.value.split(":")[0]
         file = getattr(sys.modules.get(module), "__file__", None)
         _loaded[key] = PluginRecord(
