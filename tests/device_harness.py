@@ -11,6 +11,10 @@ an index or a constant built on the host and copied over, which a GPU would acce
 copy and often a sync for. Reads of a scalar (`.item()`, `float()`, `bool()`, `.tolist()`)
 are answered with fixed values (`Answers`) and counted (`Report.scalar_reads`).
 
+`Report.syncs` lists what would make the host wait for a GPU: a scalar read of a device
+tensor, a copy from the device to the CPU, and an op on the device whose output shape depends
+on the data (`nonzero`, boolean-mask indexing, `unique`...), each with its caller's frame.
+
 Ops whose output shape depends on the data are answered with fixed shapes where that is
 well defined (`nonzero` and boolean-mask indexing: half the elements; `bincount`:
 `minlength` bins); others (`unique`, `masked_select`...) raise `DynamicOutputShapeException`;
@@ -60,6 +64,7 @@ class Report:
 
     cpu_ops: list[str] = field(default_factory=list)
     scalar_reads: int = 0
+    syncs: list[str] = field(default_factory=list)
     quiet: int = 0  # > 0 while the harness itself makes a tensor on the CPU to move it
 
     def wrong_device(self, host_sites: frozenset[str] = frozenset()) -> list[str]:
@@ -79,6 +84,8 @@ class _Guard(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if _syncs(func, args, kwargs):
+            self.report.syncs.append(f"{func} at {_caller()}")
         if func is _SCALAR:
             self.report.scalar_reads += 1
             dtype = args[0].dtype
@@ -96,6 +103,25 @@ class _Guard(TorchDispatchMode):
                     continue
                 self.report.cpu_ops.append(f"{func} at {_caller()}")
         return out
+
+
+def _on_device(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.device.type != "cpu"
+
+
+def _syncs(func, args, kwargs) -> bool:
+    """Whether `func(*args, **kwargs)` waits for the device on a GPU."""
+    if func is torch.ops.aten.index.Tensor:
+        masks = [i for i in args[1] if i is not None and i.dtype == torch.bool]
+        return _on_device(args[0]) and bool(masks)
+    if func is _SCALAR or func in _DATA_DEPENDENT or func in _SYNCING:
+        return _on_device(args[0])
+    if func is torch.ops.aten._to_copy.default:
+        target = kwargs.get("device")
+        return _on_device(args[0]) and target is not None and torch.device(target).type == "cpu"
+    if func is torch.ops.aten.copy_.default:
+        return args[0].device.type == "cpu" and _on_device(args[1])
+    return False
 
 
 def _nonzero(x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +152,16 @@ _DATA_DEPENDENT = {
     torch.ops.aten.bincount.default: _bincount,
     torch.ops.aten.index.Tensor: _index,
 }
+#: Ops that read the data to size their output; the fake mode raises on most of them.
+_SYNCING = frozenset(
+    {
+        torch.ops.aten._unique.default,
+        torch.ops.aten._unique2.default,
+        torch.ops.aten.unique_dim.default,
+        torch.ops.aten.masked_select.default,
+        torch.ops.aten.repeat_interleave.Tensor,
+    }
+)
 
 
 def _caller() -> str:

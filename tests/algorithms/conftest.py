@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -89,3 +90,16 @@ def tiny() -> Callable[..., Algorithm]:
 @pytest.fixture
 def tiny_data() -> Callable[..., list]:
     return tiny_batches
+
+
+def check_logs(logs: dict) -> None:
+    """The contract of `update`'s logged values: Python floats or detached 0-dim floating
+    tensors (left on the device), all finite."""
+    for key, value in logs.items():
+        if isinstance(value, torch.Tensor):
+            assert value.dim() == 0 and value.is_floating_point(), f"{key} = {value!r}"
+            assert not value.requires_grad, f"{key} is attached to the graph"
+            value = float(value)
+        else:
+            assert type(value) is float, f"{key} is {type(value).__name__}, not float"
+        assert math.isfinite(value), f"{key} = {value}"

@@ -25,6 +25,8 @@ from dgalign.algorithms.spaces import default_hparams
 from dgalign.data import ColoredMNIST, RotatedMNIST
 from dgalign.errors import ConfigError
 
+from .conftest import check_logs
+
 
 def _mask(m: int = 6, k: int = 4) -> torch.Tensor:
     mask = torch.ones(m, k, dtype=torch.bool)
@@ -79,7 +81,18 @@ def test_mixes_take_same_class_examples_and_handle_missing_classes():
     skip = plan_mixes(labels, 64, missing="skip")
     assert set(skip.y.tolist()) <= {0, 1} and skip.mask.all()
     assert plan_mixes([torch.tensor([0, 1])], 8) is None  # one domain: nothing to mix
-    assert plan_mixes([torch.tensor([0]), torch.tensor([1])], 8) is None  # no shared class
+    lone = plan_mixes([torch.tensor([0]), torch.tensor([1])], 8, num_classes=2)
+    assert (lone.mask.sum(1) == 1).all()  # no shared class: each "mix" is one example
+
+
+def test_mix_anchors_are_uniform_over_the_eligible_examples():
+    """Classes come in proportion to the pooled batch: here class 0 (3 of the 5 eligible
+    examples) and class 1 (2); class 2 is in one domain only and never drawn."""
+    labels = [torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1])]
+    torch.manual_seed(0)
+    y = plan_mixes(labels, 20000, num_classes=3).y
+    assert not (y == 2).any()
+    assert abs(float((y == 0).float().mean()) - 0.6) < 0.02
 
 
 def test_score_network_is_the_mlp_of_the_ordered_concatenation():
@@ -204,7 +217,7 @@ def test_each_variant_trains_on_synthetic_mnist(variant, dataset, synthetic_mnis
     for step in range(3):
         window = slice(8 * step, 8 * step + 8)
         logs = algorithm.update([(data[e].x[window], data[e].y[window]) for e in (0, 1, 2)])
-        assert all(type(v) is float and math.isfinite(v) for v in logs.values()), logs
+        check_logs(logs)
     assert logs["mix_loss"] > 0
     assert logs["tau"] == {"A": 1.0, "B": 1.0, "C": 1.0, "D": 5.0}.get(variant, logs["tau"])
     assert (logs["policy_loss"] != 0.0) == (variant in ("E", "F", "full"))

@@ -86,8 +86,8 @@ def test_sd_penalty_is_the_mean_squared_logit(tiny, tiny_data):
     with torch.no_grad():
         logits = algorithm.predict(x)
     logs = algorithm.update(data)
-    torch.testing.assert_close(logs["penalty"], logits.pow(2).mean().item())
-    torch.testing.assert_close(logs["nll"], F.cross_entropy(logits, y).item())
+    torch.testing.assert_close(float(logs["penalty"]), logits.pow(2).mean().item())
+    torch.testing.assert_close(float(logs["nll"]), F.cross_entropy(logits, y).item())
     torch.testing.assert_close(logs["loss"], logs["nll"] + 0.3 * logs["penalty"])
     with torch.no_grad():
         for p in algorithm.classifier.parameters():

@@ -85,7 +85,7 @@ def set_gradients(params: Sequence[torch.Tensor], vector: torch.Tensor) -> None:
 class AnnealedPenalty(FeaturizerClassifier):
     """A featurizer-classifier trained on base + w_t * penalty under a `PenaltySchedule`
     (`penalty_schedule(hparams)`); the optimizer is re-created where the schedule says so.
-    `update_count` is a buffer, so checkpoints keep it.
+    The step counter is `updates` (`Algorithm.count_updates`).
 
     The penalty is sum_k weight_k term_k: `head_penalties(z, weight, bias, y, sizes, hparams)`
     (a classmethod on a linear head's features, so a reproduction can run the same penalty on
@@ -103,7 +103,7 @@ class AnnealedPenalty(FeaturizerClassifier):
         hparams: dict[str, Any],
     ) -> None:
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
+        self.count_updates()
 
     @classmethod
     def penalty_schedule(cls, hparams: dict[str, Any]) -> PenaltySchedule:
@@ -139,7 +139,7 @@ class AnnealedPenalty(FeaturizerClassifier):
 
     def schedule_weight(self) -> float:
         """w_t for this step; re-creates the optimizer where the schedule switches."""
-        step = int(self.update_count)
+        step = self.updates
         schedule = self.penalty_schedule(self.hparams)
         if schedule.resets_at(step):
             self.optimizer = self.make_optimizer()
@@ -150,4 +150,4 @@ class AnnealedPenalty(FeaturizerClassifier):
         self.optimizer.zero_grad()
         objective.backward()
         self.optimizer.step()
-        self.update_count += 1
+        self.counted()

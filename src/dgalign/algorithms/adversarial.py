@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import autograd, nn
 
 from dgalign.algorithms._common import concat
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import (
     LEARNING_RATE,
@@ -96,7 +96,7 @@ class _AdversarialBase(FeaturizerClassifier):
         super().__init__(input_shape, num_classes, num_domains, hparams)
         hp = self.hparams
         del self.optimizer  # replaced by the generator and discriminator optimizers
-        self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
+        self.count_updates()
         n_features = self.featurizer.n_outputs
         self.discriminator = MLP(n_features, num_domains, hp)
         self.class_embeddings = nn.Embedding(num_classes, n_features)
@@ -121,7 +121,7 @@ class _AdversarialBase(FeaturizerClassifier):
         disc_input = z + self.class_embeddings(y) if self.CONDITIONAL else z
         disc_out = self.discriminator(disc_input)
         if self.CONDITIONAL:
-            counts = torch.bincount(y, minlength=self.num_classes).to(z.dtype)
+            counts = F.one_hot(y, self.num_classes).sum(0).to(z.dtype)  # no sync, unlike bincount
             n_present = (counts > 0).sum().to(z.dtype)
             weights = 1.0 / (counts[y] * n_present)
             loss = (weights * F.cross_entropy(disc_out, domains, reduction="none")).sum()
@@ -133,8 +133,8 @@ class _AdversarialBase(FeaturizerClassifier):
         grad_penalty = input_grad.pow(2).sum(dim=1).mean()
         return loss + self.hparams["grad_penalty"] * grad_penalty, grad_penalty
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
-        self.update_count += 1
+    def update(self, minibatches: Minibatches) -> Logs:
+        self.counted()
         all_x, all_y = concat(minibatches)
         domains = torch.cat(
             [
@@ -143,7 +143,7 @@ class _AdversarialBase(FeaturizerClassifier):
             ]
         )
         d_steps = int(self.hparams["d_steps_per_g_step"])
-        if int(self.update_count) % (1 + d_steps) < d_steps:
+        if self.updates % (1 + d_steps) < d_steps:
             with torch.no_grad():  # a discriminator step needs no featurizer gradient
                 z = self.featurizer(all_x)
             disc_loss, grad_penalty = self.discriminator_loss(z.requires_grad_(), all_y, domains)
@@ -151,9 +151,9 @@ class _AdversarialBase(FeaturizerClassifier):
             disc_loss.backward()
             self.disc_opt.step()
             return {
-                "loss": disc_loss.item(),
-                "disc_loss": disc_loss.item(),
-                "grad_penalty": grad_penalty.item(),
+                "loss": disc_loss.detach(),
+                "disc_loss": disc_loss.detach(),
+                "grad_penalty": grad_penalty.detach(),
             }
         z = self.featurizer(all_x)
         disc_loss, grad_penalty = self.discriminator_loss(z, all_y, domains)
@@ -164,11 +164,11 @@ class _AdversarialBase(FeaturizerClassifier):
         gen_loss.backward()
         self.gen_opt.step()
         return {
-            "loss": gen_loss.item(),
-            "gen_loss": gen_loss.item(),
-            "nll": nll.item(),
-            "disc_loss": disc_loss.item(),
-            "grad_penalty": grad_penalty.item(),
+            "loss": gen_loss.detach(),
+            "gen_loss": gen_loss.detach(),
+            "nll": nll.detach(),
+            "disc_loss": disc_loss.detach(),
+            "grad_penalty": grad_penalty.detach(),
         }
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgalign.algorithms._common import concat, random_pairs, sample_beta
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, choice, interval, log_uniform, positive
 from dgalign.networks.mixstyle import MixStyle as MixStyleLayer
@@ -38,7 +38,7 @@ class _PairMixup(FeaturizerClassifier):
     def mixed_logits(self, x_i: torch.Tensor, x_j: torch.Tensor, lam: float) -> torch.Tensor:
         raise NotImplementedError
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         objective = 0.0
         for (x_i, y_i), (x_j, y_j) in random_pairs(minibatches):
             lam = sample_beta(self.hparams["mixup_alpha"])
@@ -49,7 +49,7 @@ class _PairMixup(FeaturizerClassifier):
         self.optimizer.zero_grad()
         objective.backward()
         self.optimizer.step()
-        return {"loss": objective.item()}
+        return {"loss": objective.detach()}
 
 
 @register
@@ -120,10 +120,10 @@ class MixStyle(FeaturizerClassifier):
         self.network = nn.Sequential(self.featurizer, self.classifier)
         self.optimizer = self.make_optimizer()
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         loss = F.cross_entropy(self.network(all_x), all_y)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}

@@ -1,8 +1,10 @@
 """The algorithm contract (DomainBed's): `Algorithm(input_shape, num_classes, num_domains,
-hparams)`, `update(minibatches) -> dict of floats`, `predict(x) -> logits`.
+hparams)`, `update(minibatches) -> dict of logged values`, `predict(x) -> logits`.
 
-`minibatches` is a list with one `(x, y)` pair per training domain. Algorithms whose penalties
-act on the classifier head expose `featurizer` and `classifier` modules.
+`minibatches` is a list with one `(x, y)` pair per training domain. `update` returns detached
+0-dim tensors (left on the training device: the loop reads them to the host once per
+checkpoint) or Python floats. Algorithms whose penalties act on the classifier head expose
+`featurizer` and `classifier` modules.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dgalign.hparams import HParam
 from dgalign.networks import build_classifier, build_featurizer
 
 Minibatches = list[tuple[torch.Tensor, torch.Tensor]]
+Logs = dict[str, torch.Tensor | float]
 
 
 class Algorithm(nn.Module):
@@ -45,9 +48,22 @@ class Algorithm(nn.Module):
         """This algorithm's own hyper-parameters on `dataset` (default: `HPARAMS`)."""
         return list(cls.HPARAMS)
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         """One training step on one minibatch per domain; returns the logged values."""
         raise NotImplementedError
+
+    def count_updates(self) -> None:
+        """Start the step counter `updates`: a Python int (logic that branches on it reads
+        no device value), mirrored in the buffer `update_count` so checkpoints and model
+        files keep it; loading a state dict sets `updates` from the buffer."""
+        self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
+        self.updates = 0
+        self.register_load_state_dict_post_hook(_read_update_count)
+
+    def counted(self) -> None:
+        """Count one update: `updates += 1`, written to the buffer without a host sync."""
+        self.updates += 1
+        self.update_count.fill_(self.updates)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for inputs `x`."""
@@ -78,6 +94,10 @@ class Algorithm(nn.Module):
         """Restore what `extra_state` returned."""
         for name, value in state.items():
             getattr(self, name).load_state_dict(value)
+
+
+def _read_update_count(module: nn.Module, _incompatible: Any) -> None:
+    module.updates = int(module.update_count)
 
 
 class FeaturizerClassifier(Algorithm):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, sizes
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.invariance import annealed_hparams
 from dgalign.algorithms.registry import register
 from dgalign.curvature.risk import irm_penalty
@@ -48,8 +48,8 @@ class _Bottleneck(AnnealedPenalty):
 
     USE_IRM = False
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
-        step = int(self.update_count)
+    def update(self, minibatches: Minibatches) -> Logs:
+        step = self.updates
         ib_iters = int(self.hparams["ib_penalty_anneal_iters"])
         ib_weight = float(self.hparams["ib_lambda"]) if step >= ib_iters else 0.0
         switches = [ib_iters]
@@ -66,13 +66,13 @@ class _Bottleneck(AnnealedPenalty):
         nll = torch.stack(domain_losses(logits, minibatches)).mean()
         ib = ib_penalty(z.split(sizes(minibatches)))
         loss = nll + ib_weight * ib
-        logs = {"nll": nll.item(), "IB_penalty": ib.item()}
+        logs = {"nll": nll.detach(), "IB_penalty": ib.detach()}
         if self.USE_IRM:
             irm = irm_penalty(logits, all_y, sizes(minibatches))
             loss = loss + irm_weight * irm
-            logs["IRM_penalty"] = irm.item()
+            logs["IRM_penalty"] = irm.detach()
         self.step(loss)
-        return {"loss": loss.item(), **logs}
+        return {"loss": loss.detach(), **logs}
 
 
 def _ib_hparams() -> tuple[HParam, HParam]:
@@ -116,9 +116,8 @@ def _masked_logsumexp(values: Tensor, mask: Tensor) -> Tensor:
 def _finite_mean(values: Tensor) -> Tensor:
     """Mean of the finite entries; 0 when there is none."""
     finite = torch.isfinite(values)
-    if not finite.any():
-        return values.new_zeros(())
-    return values[finite].mean()
+    total = torch.where(finite, values, torch.zeros_like(values)).sum()
+    return total / finite.sum().clamp_min(1)
 
 
 def cad_bottleneck(
@@ -210,7 +209,7 @@ class _ContrastiveBottleneck(FeaturizerClassifier):
             params, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
         )
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         domains = torch.cat(
             [torch.full((n,), i, device=all_y.device) for i, n in enumerate(sizes(minibatches))]
@@ -231,7 +230,7 @@ class _ContrastiveBottleneck(FeaturizerClassifier):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "clf_loss": clf_loss.item(), "bn_loss": bn_loss.item()}
+        return {"loss": loss.detach(), "clf_loss": clf_loss.detach(), "bn_loss": bn_loss.detach()}
 
 
 @register

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from dgalign.algorithms._common import concat, domain_losses, sizes
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.feature_alignment import coral_discrepancy, gaussian_mmd
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, log_uniform, nonnegative
@@ -42,7 +42,7 @@ class _CausIRL(FeaturizerClassifier):
     def discrepancy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, _ = concat(minibatches)
         z = self.featurizer(all_x)
         nll = torch.stack(domain_losses(self.classifier(z), minibatches)).mean()
@@ -55,7 +55,7 @@ class _CausIRL(FeaturizerClassifier):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
 
 
 @register

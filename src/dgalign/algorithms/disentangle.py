@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgalign.algorithms._common import concat, sizes
-from dgalign.algorithms.base import Algorithm, Minibatches
+from dgalign.algorithms.base import Algorithm, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import (
     LEARNING_RATE,
@@ -72,7 +72,7 @@ def supcon_lambda(
     log_fraction = torch.log(terms / denominator + 1e-5)
     per_anchor = (log_fraction * positive).sum(1) / counts.clamp_min(1)
     has_positive = counts > 0
-    missing = int((~has_positive).sum())
+    missing = (~has_positive).sum()
     return -(per_anchor * has_positive).sum() / (n - missing + 1)
 
 
@@ -167,7 +167,7 @@ class ADRMX(Algorithm):
         self.opt = torch.optim.Adam(
             [p for m in rest for p in m.parameters()], lr=self.hparams["lr"], betas=betas
         )
-        self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
+        self.count_updates()
 
     def remix_loss(self, z_inv: Tensor, z_dom: Tensor, y: Tensor) -> Tensor:
         """mean over classes with >= 2 samples of CE(h1(z_inv_i + z_d_j), y_i), i, j drawn
@@ -183,8 +183,8 @@ class ADRMX(Algorithm):
             )
         return total / self.num_classes
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
-        self.update_count += 1
+    def update(self, minibatches: Minibatches) -> Logs:
+        self.counted()
         all_x, all_y = concat(minibatches)
         domains = torch.cat(
             [torch.full((n,), i, device=all_y.device) for i, n in enumerate(sizes(minibatches))]
@@ -194,11 +194,11 @@ class ADRMX(Algorithm):
         z_inv = z_l - z_d
         disc_loss = F.cross_entropy(self.discriminator(z_inv), domains)
         d_steps = int(self.hparams["d_steps_per_g_step"])
-        if int(self.update_count) % (1 + d_steps) < d_steps:
+        if self.updates % (1 + d_steps) < d_steps:
             self.disc_opt.zero_grad()
             disc_loss.backward()
             self.disc_opt.step()
-            return {"loss": disc_loss.item(), "loss_disc": disc_loss.item()}
+            return {"loss": disc_loss.detach(), "loss_disc": disc_loss.detach()}
         domain_clf = F.cross_entropy(self.classifier_domain(z_d), domains)
         clf_int = F.cross_entropy(self.classifier_label_1(z_l), all_y)
         clf_final = F.cross_entropy(self.classifier_label_2(z_inv), all_y)
@@ -219,13 +219,13 @@ class ADRMX(Algorithm):
         gen_loss.backward()
         self.opt.step()
         return {
-            "loss": gen_loss.item(),
-            "loss_clf_int": clf_int.item(),
-            "loss_clf_fin": clf_final.item(),
-            "loss_dmn": domain_clf.item(),
-            "loss_remix": remix.item(),
-            "loss_cnt": (cnt_int + cnt_final).item(),
-            "loss_disc": disc_loss.item(),
+            "loss": gen_loss.detach(),
+            "loss_clf_int": clf_int.detach(),
+            "loss_clf_fin": clf_final.detach(),
+            "loss_dmn": domain_clf.detach(),
+            "loss_remix": remix.detach(),
+            "loss_cnt": (cnt_int + cnt_final).detach(),
+            "loss_disc": disc_loss.detach(),
         }
 
     def predict(self, x: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgalign.algorithms._common import concat
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import LEARNING_RATE, HParam, choice, integer, log_uniform, nonnegative
 
@@ -158,7 +158,7 @@ class DDG(FeaturizerClassifier):
         self.critic_optimizer = torch.optim.Adam(
             self.critic.parameters(), lr=lr, betas=(0.5, 0.999)
         )
-        self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
+        self.count_updates()
         self.register_buffer("dual", torch.tensor(0.0))
 
     def swapped(self, x: Tensor, s: Tensor) -> Tensor:
@@ -166,7 +166,7 @@ class DDG(FeaturizerClassifier):
         perm = torch.randperm(len(x), device=x.device)
         return self.generator(s, self.variation(x[perm]))
 
-    def generator_step(self, x: Tensor) -> dict[str, float]:
+    def generator_step(self, x: Tensor) -> Logs:
         """One step of D, then of f_v and G (reconstruction + fooling D), s detached."""
         s = self.featurizer(x).detach()
         fake = self.swapped(x, s)
@@ -184,7 +184,7 @@ class DDG(FeaturizerClassifier):
         self.generator_optimizer.zero_grad()
         g_loss.backward()
         self.generator_optimizer.step()
-        return {"recon": recon.item(), "gan_g": fool.item(), "gan_d": d_loss.item()}
+        return {"recon": recon.detach(), "gan_g": fool.detach(), "gan_d": d_loss.detach()}
 
     def invariance(self, x: Tensor, z: Tensor) -> Tensor:
         """mean ||p(x') - p(x)||^2 over the batch, x' variation-swapped (generator fixed)."""
@@ -194,17 +194,17 @@ class DDG(FeaturizerClassifier):
         p_swap = F.softmax(self.predict(x_swap), dim=1)
         return (p_swap - p).pow(2).sum(1).mean()
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         logs = self.generator_step(all_x)
-        stage2 = int(self.update_count) >= int(self.hparams["ddg_pretrain_steps"])
+        stage2 = self.updates >= int(self.hparams["ddg_pretrain_steps"])
         z = self.featurizer(all_x)
         ce = F.cross_entropy(self.classifier(z), all_y)
         loss = ce
         if stage2:
             inv = self.invariance(all_x, z)
             loss = ce + self.dual * inv
-            logs["invariance"] = inv.item()
+            logs["invariance"] = inv.detach()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -213,11 +213,11 @@ class DDG(FeaturizerClassifier):
                 logs["invariance"] - self.hparams["ddg_gamma"]
             )
             self.dual.copy_((self.dual + step).clamp_min(0.0))
-        self.update_count += 1
+        self.counted()
         return {
-            "loss": loss.item(),
-            "nll": ce.item(),
-            "dual": float(self.dual),
+            "loss": loss.detach(),
+            "nll": ce.detach(),
+            "dual": self.dual.detach().clone(),
             "stage": 2.0 if stage2 else 1.0,
             **logs,
         }

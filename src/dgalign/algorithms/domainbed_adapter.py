@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from dgalign.algorithms.base import Algorithm
+from dgalign.algorithms.base import Algorithm, Logs
 from dgalign.algorithms.registry import ALGORITHMS
 from dgalign.errors import ConfigError
 from dgalign.hparams import HParam, const
@@ -43,8 +43,8 @@ def table_hparams(table: HParamTable, owner: str) -> tuple[HParam, ...]:
     return tuple(out)
 
 
-def _float(value: Any) -> float:
-    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+def _logged(value: Any) -> torch.Tensor | float:
+    return value.detach().reshape(()) if isinstance(value, torch.Tensor) else float(value)
 
 
 class DomainBedAlgorithm(Algorithm):
@@ -62,9 +62,9 @@ class DomainBedAlgorithm(Algorithm):
         super().__init__(input_shape, num_classes, num_domains, hparams)
         self.wrapped = self.WRAPPED(input_shape, num_classes, num_domains, self.hparams)
 
-    def _forward_update(self, minibatches, **kwargs) -> dict[str, float]:
+    def _forward_update(self, minibatches, **kwargs) -> Logs:
         values = self.wrapped.update(minibatches, **kwargs)
-        return {k: _float(v) for k, v in (values or {}).items()}
+        return {k: _logged(v) for k, v in (values or {}).items()}
 
     def update(self, minibatches):  # replaced below for classes that take `unlabeled`
         return self._forward_update(minibatches)
@@ -88,7 +88,7 @@ class DomainBedAlgorithm(Algorithm):
             optimizers[name].load_state_dict(value)
 
 
-def _update_with_unlabeled(self, minibatches, unlabeled=None) -> dict[str, float]:
+def _update_with_unlabeled(self, minibatches, unlabeled=None) -> Logs:
     return self._forward_update(minibatches, unlabeled=unlabeled)
 
 

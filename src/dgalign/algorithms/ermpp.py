@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgalign.algorithms._common import concat
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.optimizers import LARS
 from dgalign.algorithms.registry import register
 from dgalign.hparams import LEARNING_RATE, HParam, boolean, const, integer, log_uniform
@@ -77,7 +77,7 @@ class ERMPlusPlus(FeaturizerClassifier):
         self.linear_optimizer = self._optimizer(self.classifier.parameters(), "linear_lr")
         self.network_sma = copy.deepcopy(self.network)
         self.network_sma.requires_grad_(False)
-        self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
+        self.count_updates()
         self.register_buffer("sma_count", torch.tensor(0, dtype=torch.long))
 
     def _optimizer(self, params, lr_key: str) -> torch.optim.Optimizer:  # type: ignore[no-untyped-def]
@@ -92,11 +92,11 @@ class ERMPlusPlus(FeaturizerClassifier):
     @torch.no_grad()
     def update_sma(self) -> None:
         """Follow the network until `sma_start` updates, then average (module docstring)."""
-        self.update_count += 1
-        averaging = int(self.update_count) >= int(self.hparams["sma_start"])
+        self.counted()
+        averaging = self.updates >= int(self.hparams["sma_start"])
         if averaging:
             self.sma_count += 1
-        n = float(self.sma_count)
+        n = self.sma_count.to(torch.get_default_dtype())
         source = self.network.state_dict()
         for name, target in self.network_sma.state_dict().items():
             if "num_batches_tracked" in name:
@@ -107,8 +107,8 @@ class ERMPlusPlus(FeaturizerClassifier):
             else:
                 target.copy_(value)
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
-        linear = int(self.update_count) <= int(self.hparams["linear_steps"])
+    def update(self, minibatches: Minibatches) -> Logs:
+        linear = self.updates <= int(self.hparams["linear_steps"])
         optimizer = self.linear_optimizer if linear else self.optimizer
         all_x, all_y = concat(minibatches)
         loss = F.cross_entropy(self.network(all_x), all_y)
@@ -121,7 +121,7 @@ class ERMPlusPlus(FeaturizerClassifier):
                 self.network_sma.train()
                 self.network_sma(all_x)
         self.network_sma.eval()
-        return {"loss": loss.item(), "linear_phase": float(linear)}
+        return {"loss": loss.detach(), "linear_phase": float(linear)}
 
     def prediction_head(self) -> tuple[nn.Module, nn.Linear] | None:
         """The moving average's featurizer and head: `predict` goes through them."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from dgalign.algorithms._common import concat, domain_losses, sizes
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, log_uniform, nonnegative
 
@@ -73,7 +73,7 @@ class _PairwiseAlignment(FeaturizerClassifier):
         ]
         return torch.stack(pairs).mean() if pairs else features[0].new_zeros(())
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, _ = concat(minibatches)
         z = self.featurizer(all_x)
         features = list(z.split(sizes(minibatches)))
@@ -84,7 +84,7 @@ class _PairwiseAlignment(FeaturizerClassifier):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
 
 
 @register

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgalign.algorithms._common import concat, sizes
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.fgmix_policy import (
     CompatibilityScore,
     Discriminator,
@@ -213,7 +213,7 @@ class FGMix(FeaturizerClassifier):
         lr = float(self.hparams["policy_lr"])
         self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
         self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr)
-        self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
+        self.count_updates()
         self.register_buffer("prior_mean", torch.zeros(d))
         self.register_buffer("prior_var", torch.ones(d))
         self.register_buffer("prior_seen", torch.tensor(0, dtype=torch.long))
@@ -230,13 +230,9 @@ class FGMix(FeaturizerClassifier):
     def track_prior(self, z: Tensor) -> None:
         """EMA of the batch mean and (biased) variance of the latent codes."""
         mean, var = z.mean(0), z.var(0, unbiased=False)
-        if int(self.prior_seen) == 0:
-            self.prior_mean.copy_(mean)
-            self.prior_var.copy_(var)
-        else:
-            m = float(self.hparams["prior_momentum"])
-            self.prior_mean.mul_(m).add_(mean, alpha=1 - m)
-            self.prior_var.mul_(m).add_(var, alpha=1 - m)
+        first, m = self.prior_seen == 0, float(self.hparams["prior_momentum"])
+        for average, value in ((self.prior_mean, mean), (self.prior_var, var)):
+            average.copy_(torch.where(first, value, average.mul(m).add(value, alpha=1 - m)))
         self.prior_seen += 1
 
     def sample_prior(self, n: int) -> Tensor:
@@ -284,24 +280,24 @@ class FGMix(FeaturizerClassifier):
             flat = flatness_gap(
                 loss_fn, head, float(self.hparams["rho"]), int(self.hparams["n_directions"])
             )
-        logs = {"flatness": flat.item(), "adv_loss": 0.0, "policy_loss": 0.0}
+        logs = {"flatness": flat.detach(), "adv_loss": 0.0, "policy_loss": 0.0}
         if not learned:
             return logs, mixed.detach()
         objective = flat
         if self.variant in ADVERSARIAL:
             adv = fooling_loss(self.discriminator(mixed), str(self.hparams["adv_form"]))
             objective = objective + float(self.hparams["gamma"]) * adv
-            logs["adv_loss"] = adv.item()
+            logs["adv_loss"] = adv.detach()
         params = list(self.policy.parameters())
         grads = torch.autograd.grad(objective, params, allow_unused=True)
         self.policy_optimizer.zero_grad()
         for p, g in zip(params, grads, strict=True):
             p.grad = torch.zeros_like(p) if g is None else g
         self.policy_optimizer.step()
-        logs["policy_loss"] = objective.item()
+        logs["policy_loss"] = objective.detach()
         return logs, mixed.detach()
 
-    def discriminator_step(self, mixed: Tensor) -> float:
+    def discriminator_step(self, mixed: Tensor) -> Tensor:
         """One Adam step of the discriminator: prior samples (real) vs mixed codes (fake)."""
         prior = self.sample_prior(len(mixed))
         loss = discriminator_loss(self.discriminator(prior), self.discriminator(mixed.detach()))
@@ -311,18 +307,18 @@ class FGMix(FeaturizerClassifier):
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         self.disc_optimizer.step()
-        return loss.item()
+        return loss.detach()
 
     # -- the step ----------------------------------------------------------------------------
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         x, y = concat(minibatches)
         z = self.featurizer(x)
         logits = self.classifier(z)
         loss_orig = F.cross_entropy(logits, y)
         self.track_prior(z.detach())
         logs = {
-            "loss_orig": loss_orig.item(),
+            "loss_orig": loss_orig.detach(),
             "mix_loss": 0.0,
             "extrap_frac": 0.0,
             "flatness": 0.0,
@@ -332,9 +328,14 @@ class FGMix(FeaturizerClassifier):
         }
         loss = loss_orig
         plan = None
-        if int(self.update_count) >= int(self.hparams["start_step"]):
+        if self.updates >= int(self.hparams["start_step"]):
             labels = [yk for _, yk in minibatches]
-            plan = plan_mixes(labels, int(self.hparams["mixup_batch"]), self.hparams["mix_missing"])
+            plan = plan_mixes(
+                labels,
+                int(self.hparams["mixup_batch"]),
+                self.hparams["mix_missing"],
+                self.num_classes,
+            )
         if plan is not None:
             split = sizes(minibatches)
             codes = gather(list(z.split(split)), plan)  # [M, K, d], graph to the featurizer
@@ -352,13 +353,13 @@ class FGMix(FeaturizerClassifier):
             mix_loss = F.cross_entropy(self.classifier((w[..., None] * codes).sum(1)), plan.y)
             n, m = len(y), len(plan.y)
             loss = (n * loss_orig + m * mix_loss) / (n + m)
-            logs["mix_loss"] = mix_loss.item()
-            logs["extrap_frac"] = float(((w < 0) & plan.mask).any(1).float().mean())
+            logs["mix_loss"] = mix_loss.detach()
+            logs["extrap_frac"] = ((w < 0) & plan.mask).any(1).float().mean()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        self.update_count += 1
-        logs["loss"] = loss.item()
+        self.counted()
+        logs["loss"] = loss.detach()
         tau = self.tau()
-        logs["tau"] = float(tau.detach()) if isinstance(tau, Tensor) else float(tau)
+        logs["tau"] = tau.detach().clone() if isinstance(tau, Tensor) else float(tau)
         return logs

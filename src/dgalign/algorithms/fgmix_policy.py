@@ -38,7 +38,9 @@ class MixPlan:
     y: Tensor
 
 
-def plan_mixes(labels: list[Tensor], n_mix: int, missing: str = "available") -> MixPlan | None:
+def plan_mixes(
+    labels: list[Tensor], n_mix: int, missing: str = "available", num_classes: int | None = None
+) -> MixPlan | None:
     """Class-aware choice of `n_mix` same-class tuples, one example per domain, from the
     domains' minibatch labels.
 
@@ -46,7 +48,10 @@ def plan_mixes(labels: list[Tensor], n_mix: int, missing: str = "available") -> 
     come in proportion to the batch), then one example of that class uniformly from each
     domain's minibatch that holds one. `missing` says what happens to a class a domain's batch
     lacks: "available" mixes the domains that have it (at least two), "skip" only mixes classes
-    present in every domain. None when no class is eligible (or there is one domain)."""
+    present in every domain. None when there is one domain or no example. Every draw happens
+    on the labels' device and nothing is read back to the host (give `num_classes`; without
+    it the largest label is read): when no class is eligible the anchors are drawn among all
+    examples, and a mix then holds the one domain that has its class (a copy of an example)."""
     k = len(labels)
     if k < 2 or n_mix < 1:
         return None
@@ -54,14 +59,17 @@ def plan_mixes(labels: list[Tensor], n_mix: int, missing: str = "available") -> 
         raise ValueError(f"missing must be 'available' or 'skip', got {missing!r}")
     if all(len(y) == 0 for y in labels):
         return None
-    n_classes = int(max(int(y.max()) for y in labels if len(y))) + 1
-    present = torch.stack([torch.bincount(y, minlength=n_classes) > 0 for y in labels])
-    eligible = present.sum(0) >= (k if missing == "skip" else 2)
+    if num_classes is None:
+        num_classes = int(max(int(y.max()) for y in labels if len(y))) + 1
     pooled = torch.cat(labels)
-    candidates = pooled[eligible[pooled]]
-    if len(candidates) == 0:
-        return None
-    y = candidates[torch.randint(len(candidates), (n_mix,), device=pooled.device)]
+    present = torch.zeros(k, num_classes, dtype=torch.bool, device=pooled.device)
+    for row, y in zip(present, labels, strict=True):
+        row.index_fill_(0, y, True)
+    eligible = present.sum(0) >= (k if missing == "skip" else 2)
+    allowed = eligible[pooled]
+    allowed = allowed | ~allowed.any()  # no eligible class: any anchor
+    anchor = torch.rand(n_mix, len(pooled), device=pooled.device).masked_fill(~allowed, -1.0)
+    y = pooled[anchor.argmax(1)]
     index, mask = [], []
     for labels_k in labels:
         match = labels_k[None, :] == y[:, None]  # [M, n_k]

@@ -11,7 +11,7 @@ from dgalign.algorithms._common import (
     domain_losses,
     set_gradients,
 )
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, interval, log_uniform, positive, uniform
 from dgalign.utils.tensors import flatten
@@ -46,7 +46,7 @@ class _MaskedGradient(FeaturizerClassifier):
     def combine(self, grads: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         params = list(self.network.parameters())
         all_x, _ = concat(minibatches)
         logits = self.network(all_x)
@@ -56,7 +56,7 @@ class _MaskedGradient(FeaturizerClassifier):
         for i, p in enumerate(params):
             p.grad = self.combine(torch.stack([g[i] for g in env_grads])).detach()
         self.optimizer.step()
-        return {"loss": torch.stack(losses).mean().item()}
+        return {"loss": torch.stack(losses).mean().detach()}
 
 
 @register
@@ -103,24 +103,25 @@ class SANDMask(_MaskedGradient):
 
 def project_conflicting(
     grads: torch.Tensor, orders: list[list[int]] | None = None
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PCGrad on flat per-domain gradients `grads` [E, P]: for each domain i, for each other
     domain j in `orders[i]` (default: a random order), if g_i' . g_j < 0 then
     g_i' <- g_i' - (g_i' . g_j / ||g_j||^2) g_j. Returns the projected gradients and the number
-    of projections made."""
+    of projections made (a 0-dim tensor)."""
     n_domains = len(grads)
     projected = grads.clone()
-    n_conflicts = 0
+    n_conflicts = grads.new_zeros((), dtype=torch.long)
     for i in range(n_domains):
         if orders is None:
             order = [j for j in torch.randperm(n_domains).tolist() if j != i]
         else:
             order = orders[i]
-        for j in order:
+        for j in order:  # branch-free, so the host never waits for the sign of the dot
             dot = projected[i] @ grads[j]
-            if dot < 0:
-                projected[i] = projected[i] - dot / (grads[j] @ grads[j]) * grads[j]
-                n_conflicts += 1
+            conflict = dot < 0
+            step = torch.where(conflict, dot / (grads[j] @ grads[j]), 0.0)
+            projected[i] = torch.where(conflict, projected[i] - step * grads[j], projected[i])
+            n_conflicts = n_conflicts + conflict
     return projected, n_conflicts
 
 
@@ -138,7 +139,7 @@ class PCGrad(FeaturizerClassifier):
     DESCRIPTION = "PCGrad: project out conflicting components of the per-domain gradients"
     PAPER = "Yu et al., 2020"
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         params = list(self.network.parameters())
         all_x, _ = concat(minibatches)
         logits = self.network(all_x)
@@ -148,4 +149,4 @@ class PCGrad(FeaturizerClassifier):
         self.optimizer.zero_grad()
         set_gradients(params, projected.mean(0))
         self.optimizer.step()
-        return {"loss": torch.stack(losses).mean().item(), "conflicts": float(n_conflicts)}
+        return {"loss": torch.stack(losses).mean().detach(), "conflicts": n_conflicts.float()}

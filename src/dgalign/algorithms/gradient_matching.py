@@ -18,7 +18,7 @@ from dgalign.algorithms._common import (
     domain_losses,
     sizes,
 )
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.algorithms.schedule import PenaltySchedule
 from dgalign.curvature.autodiff import per_sample_grads
@@ -56,7 +56,7 @@ class IGA(FeaturizerClassifier):
         ),
     )
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         params = list(self.network.parameters())
         all_x, _ = concat(minibatches)
         logits = self.network(all_x)
@@ -73,7 +73,7 @@ class IGA(FeaturizerClassifier):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
 
 
 @register
@@ -104,7 +104,7 @@ class Fish(FeaturizerClassifier):
         super().__init__(input_shape, num_classes, num_domains, hparams)
         self.inner_optimizer_state: dict[str, Any] | None = None
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         inner = copy.deepcopy(self.network)
         inner_opt = torch.optim.Adam(
             inner.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
@@ -117,7 +117,7 @@ class Fish(FeaturizerClassifier):
             inner_opt.zero_grad()
             loss.backward()
             inner_opt.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())
         self.inner_optimizer_state = inner_opt.state_dict()
         meta_lr = self.hparams["meta_lr"]
         inner_state = inner.state_dict()
@@ -226,7 +226,7 @@ class Fishr(AnnealedPenalty):
         v = torch.stack([(g - g.mean(0, keepdim=True)).pow(2).mean(0) for g in grads])
         return self.classifier(z), v
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         if len(minibatches) != len(self.variance_ema):
             raise ValueError(
                 f"Fishr was built for {len(self.variance_ema)} domains, got {len(minibatches)}"
@@ -243,4 +243,4 @@ class Fishr(AnnealedPenalty):
         penalty = fishr_penalty((ema_var / (1 - ema))[:, None, :], form)
         loss = nll + weight * penalty
         self.step(loss)
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}

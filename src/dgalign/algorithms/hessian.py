@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from dgalign.algorithms._common import AnnealedPenalty, concat, sizes
-from dgalign.algorithms.base import Minibatches
+from dgalign.algorithms.base import Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.algorithms.schedule import PenaltySchedule
 from dgalign.curvature import penalties as closed
@@ -183,7 +183,7 @@ class HeadAlignment(AnnealedPenalty):
             logits, terms = self.classifier(z), {}
         return {"nll": mean_loss(logits, all_y), **terms}
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         switch = self.schedule_weight()
         terms = self.objective_terms(minibatches, penalties=switch > 0)
         loss = terms["nll"]
@@ -191,7 +191,7 @@ class HeadAlignment(AnnealedPenalty):
         if penalty is not None:
             loss = loss + switch * penalty
         self.step(loss)
-        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
 def alignment_hparams(

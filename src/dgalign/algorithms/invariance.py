@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, sizes
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.algorithms.schedule import PenaltySchedule
 from dgalign.curvature._head import linear_logits
@@ -95,7 +95,7 @@ class RiskPenalty(AnnealedPenalty):
         logits = linear_logits(z, weight, bias)
         return logits, {"penalty": cls.logit_penalty(logits, y, counts, hparams)}
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         weight = self.schedule_weight()
         all_x, all_y = concat(minibatches)
         logits = self.network(all_x)
@@ -104,7 +104,7 @@ class RiskPenalty(AnnealedPenalty):
         penalty = self.logit_penalty(logits, all_y, counts, self.hparams)
         loss = nll + weight * penalty
         self.step(loss)
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
 
 
 @register
@@ -190,7 +190,7 @@ class GroupDRO(FeaturizerClassifier):
         super().__init__(input_shape, num_classes, num_domains, hparams)
         self.register_buffer("q", torch.ones(num_domains))
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         if len(minibatches) != len(self.q):
             raise ValueError(
                 f"GroupDRO was built for {len(self.q)} training domains, got {len(minibatches)}"
@@ -205,4 +205,4 @@ class GroupDRO(FeaturizerClassifier):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "nll": losses.mean().item()}
+        return {"loss": loss.detach(), "nll": losses.mean().detach()}

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, choice, interval
 from dgalign.networks import build_classifier
@@ -79,11 +79,11 @@ class MTL(FeaturizerClassifier):
         embedding = self.embedding(features, env).expand_as(features)
         return self.classifier(torch.cat([features, embedding], dim=1))
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         loss = sum(
             F.cross_entropy(self.predict(x, env), y) for env, (x, y) in enumerate(minibatches)
         )
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import autograd
 
 from dgalign.algorithms._common import Pair, concat, sizes
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import SMALL_IMAGES, HParam, choice, const, integer, log_uniform, nonnegative
 from dgalign.networks.context import ContextNet
@@ -76,8 +76,8 @@ class MLDG(FeaturizerClassifier):
             for t, g in zip(total, grads_j, strict=True):
                 if g is not None:
                     t.add_(beta * g / num_domains)
-            train_loss += loss_i.item()
-            test_loss += loss_j.item()
+            train_loss = train_loss + loss_i.detach()
+            test_loss = test_loss + loss_j.detach()
         stats = {
             "loss": (train_loss + beta * test_loss) / num_domains,
             "meta_train_loss": train_loss / max(len(pairs), 1),
@@ -85,7 +85,7 @@ class MLDG(FeaturizerClassifier):
         }
         return total, stats
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         grads, stats = self.meta_gradient(self.meta_pairs(minibatches), len(minibatches))
         self.optimizer.zero_grad()
         for p, g in zip(self.network.parameters(), grads, strict=True):
@@ -161,10 +161,10 @@ class ARM(FeaturizerClassifier):
             return self.adapt(x, [self.support_size] * (n // self.support_size))
         return self.adapt(x, [n])
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         loss = F.cross_entropy(self.adapt(all_x, sizes(minibatches)), all_y)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}

@@ -31,7 +31,7 @@ from torch import Tensor, autograd, nn
 from torch.func import functional_call
 
 from dgalign.algorithms._common import random_pairs
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import LEARNING_RATE, HParam, choice, interval, log_uniform, positive, uniform
 
@@ -102,7 +102,7 @@ class MetaMixup(FeaturizerClassifier):
         """(1 + sigmoid(omega)) / 2."""
         return 0.5 * (1.0 + torch.sigmoid(self.omega))
 
-    def meta_step(self, minibatches: Minibatches) -> float:
+    def meta_step(self, minibatches: Minibatches) -> torch.Tensor:
         """Steps 1-3 of the module docstring; returns the meta-test loss at theta'."""
         test = int(torch.randint(len(minibatches), ()))
         rest = [mb for i, mb in enumerate(minibatches) if i != test]
@@ -121,9 +121,9 @@ class MetaMixup(FeaturizerClassifier):
         self.lambda_optimizer.zero_grad()
         self.omega.grad = grad_omega
         self.lambda_optimizer.step()
-        return meta.item()
+        return meta.detach()
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         logs: dict[str, float] = {}
         if len(minibatches) > 1:
             logs["meta_loss"] = self.meta_step(minibatches)
@@ -132,4 +132,4 @@ class MetaMixup(FeaturizerClassifier):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "lambda": float(self.lam.detach()), **logs}
+        return {"loss": loss.detach(), "lambda": self.lam.detach(), **logs}

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgalign.algorithms._common import concat
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, const, integer, interval
 from dgalign.networks.crossnorm import CNSNFeaturizer
@@ -50,10 +50,10 @@ class CNSN(FeaturizerClassifier):
         self.network = nn.Sequential(self.featurizer, self.classifier)
         self.optimizer = self.make_optimizer()
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         loss = F.cross_entropy(self.network(all_x), all_y)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgalign.algorithms._common import concat
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import LEARNING_RATE, HParam, choice, const, log_uniform, nonnegative, positive
 
@@ -171,7 +171,7 @@ class L2AOT(FeaturizerClassifier):
         all_x, _ = concat(minibatches)
         return [self.generator(all_x, self.num_domains + k) for k in range(self.n_novel)]
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         novel = self.generate(minibatches)
         z_sources = [self._features(x).detach() for x, _ in minibatches]
@@ -211,11 +211,11 @@ class L2AOT(FeaturizerClassifier):
         loss.backward()
         self.optimizer.step()
         return {
-            "loss": loss.item(),
-            "gen_loss": gen_loss.item(),
-            "ot_novelty": ot.item(),
-            "cycle": cycle.item(),
-            "gen_cls": cls.item(),
+            "loss": loss.detach(),
+            "gen_loss": gen_loss.detach(),
+            "ot_novelty": ot.detach(),
+            "cycle": cycle.detach(),
+            "gen_cls": cls.detach(),
         }
 
 

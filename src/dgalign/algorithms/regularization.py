@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import autograd, nn
 
 from dgalign.algorithms._common import concat, sample_beta
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, interval, log_uniform, nonnegative, uniform
 
@@ -62,7 +62,7 @@ class RSC(FeaturizerClassifier):
         mask_b = keep_below_quantile(change, self.hparams["rsc_b_drop_factor"], dim=None)
         return torch.maximum(mask_f, mask_b.view(-1, 1))
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         z = self.featurizer(all_x)
         mask = self.feature_mask(z, all_y)
@@ -70,7 +70,7 @@ class RSC(FeaturizerClassifier):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "muted_fraction": 1.0 - mask.mean().item()}
+        return {"loss": loss.detach(), "muted_fraction": 1.0 - mask.mean().detach()}
 
 
 def same_class_permutation(y: torch.Tensor) -> torch.Tensor:
@@ -141,7 +141,7 @@ class SelfReg(FeaturizerClassifier):
             params, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
         )
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         lam = sample_beta(0.5)
         idx_a, idx_b = same_class_permutation(all_y), same_class_permutation(all_y)
@@ -149,11 +149,11 @@ class SelfReg(FeaturizerClassifier):
         logits = self.classifier(features)
         penalty = selfreg_penalty(logits, features, self.projection(features), idx_a, idx_b, lam)
         nll = F.cross_entropy(logits, all_y)
-        loss = nll + min(nll.item(), 1.0) * penalty
+        loss = nll + nll.detach().clamp(max=1.0) * penalty
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
 
 
 @register
@@ -168,7 +168,7 @@ class SD(FeaturizerClassifier):
         ),
     )
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         logits = self.predict(all_x)
         nll = F.cross_entropy(logits, all_y)
@@ -177,4 +177,4 @@ class SD(FeaturizerClassifier):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}

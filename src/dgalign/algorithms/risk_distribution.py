@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgalign.algorithms._common import AnnealedPenalty, concat, domain_losses, sizes
-from dgalign.algorithms.base import Minibatches
+from dgalign.algorithms.base import Logs, Minibatches
 from dgalign.algorithms.feature_alignment import gaussian_mmd
 from dgalign.algorithms.registry import register
 from dgalign.hparams import (
@@ -105,8 +105,8 @@ class EQRM(AnnealedPenalty):
         ),
     )
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
-        step = int(self.update_count)
+    def update(self, minibatches: Minibatches) -> Logs:
+        step = self.updates
         burnin = self.hparams["eqrm_burnin_iters"]
         all_x, _ = concat(minibatches)
         risks = torch.stack(domain_losses(self.network(all_x), minibatches))
@@ -121,7 +121,7 @@ class EQRM(AnnealedPenalty):
                 weight_decay=self.hparams["weight_decay"],
             )
         self.step(loss)
-        return {"loss": loss.item(), "mean_risk": risks.mean().item()}
+        return {"loss": loss.detach(), "mean_risk": risks.mean().detach()}
 
 
 def _rdm_batch_size(dataset: str) -> HParam:
@@ -201,8 +201,8 @@ class RDM(AnnealedPenalty):
             space.append(_rdm_batch_size(dataset))
         return space
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
-        step = int(self.update_count)
+    def update(self, minibatches: Minibatches) -> Logs:
+        step = self.updates
         iters = int(self.hparams["rdm_penalty_anneal_iters"])
         on = step >= iters
         if step == iters:
@@ -216,7 +216,11 @@ class RDM(AnnealedPenalty):
         per_domain = per_sample.split(sizes(minibatches))
         risks = torch.stack([lo.mean() for lo in per_domain])
         erm = risks.mean()
-        worst = per_domain[int(torch.argmax(risks.detach()))]
+        worst_index = torch.argmax(risks.detach())
+        if len({len(lo) for lo in per_domain}) == 1:  # equal batches: picked on the device
+            worst = torch.stack(per_domain)[worst_index.view(1)][0]
+        else:
+            worst = per_domain[int(worst_index)]
         matching = gaussian_mmd(worst[:, None], per_sample[:, None], RDM_GAMMAS)
         variance = per_sample.var() + worst.var()
         weight = float(self.hparams["rdm_lambda"]) if on else 0.0
@@ -224,8 +228,8 @@ class RDM(AnnealedPenalty):
         loss = erm + weight * matching + var_weight * variance
         self.step(loss)
         return {
-            "loss": loss.item(),
-            "erm_loss": erm.item(),
-            "matching_penalty": matching.item(),
-            "variance_penalty": variance.item(),
+            "loss": loss.detach(),
+            "erm_loss": erm.detach(),
+            "matching_penalty": matching.detach(),
+            "variance_penalty": variance.detach(),
         }

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from dgalign.algorithms._common import concat
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, log_uniform, nonnegative
 from dgalign.networks import build_classifier
@@ -91,7 +91,7 @@ class SagNet(FeaturizerClassifier):
             module.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
         )
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
 
         self.optimizer_f.zero_grad()
@@ -115,8 +115,8 @@ class SagNet(FeaturizerClassifier):
         self.optimizer_f.step()
 
         return {
-            "loss": loss_c.item() + loss_s.item() + loss_adv.item(),
-            "loss_c": loss_c.item(),
-            "loss_s": loss_s.item(),
-            "loss_adv": loss_adv.item(),
+            "loss": (loss_c + loss_s + loss_adv).detach(),
+            "loss_c": loss_c.detach(),
+            "loss_s": loss_s.detach(),
+            "loss_adv": loss_adv.detach(),
         }

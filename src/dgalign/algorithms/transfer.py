@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, autograd, nn
 
 from dgalign.algorithms._common import concat, sizes
-from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import Algorithm, FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import (
     LEARNING_RATE,
@@ -117,7 +117,7 @@ class TRM(Algorithm):
         self.optimizer_f = torch.optim.Adam(self.featurizer.parameters(), lr=lr, weight_decay=wd)
         self.optimizer_c = torch.optim.Adam(self.classifier.parameters(), lr=lr, weight_decay=wd)
         self.register_buffer("alpha", 1.0 - torch.eye(num_domains))
-        self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
+        self.count_updates()
 
     def extra_state(self) -> dict[str, Any]:
         state = super().extra_state()
@@ -169,13 +169,13 @@ class TRM(Algorithm):
                     self.alpha[q, i] *= torch.exp(self.hparams["groupdro_eta"] * lp.detach())
         return total / n
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         z = self.featurizer(all_x)
         loss = F.cross_entropy(self.classifier(z), all_y)
         objective = loss
         trm = loss.new_zeros(())
-        if int(self.update_count) >= int(self.hparams["iters"]):
+        if self.updates >= int(self.hparams["iters"]):
             if self.hparams["class_balanced"]:
                 for head in self.heads:
                     head.weight.data.copy_(self.classifier.weight.data)
@@ -190,24 +190,25 @@ class TRM(Algorithm):
         objective.backward()
         self.optimizer_f.step()
         self.optimizer_c.step()
-        self.update_count += 1
-        return {"loss": objective.item(), "nll": loss.item(), "trm_loss": trm.item()}
+        self.counted()
+        return {"loss": objective.detach(), "nll": loss.detach(), "trm_loss": trm.detach()}
 
     def predict(self, x: Tensor) -> Tensor:
         return self.classifier(self.featurizer(x))
 
 
-def project_to_ball(adversary: nn.Module, center: nn.Module, delta: float) -> float:
+def project_to_ball(adversary: nn.Module, center: nn.Module, delta: float) -> Tensor:
     """Move `adversary`'s parameters onto the ball ||theta' - theta|| <= delta around
-    `center`'s (Euclidean norm over all parameters); returns the distance before."""
+    `center`'s (Euclidean norm over all parameters); returns the distance before (0-dim).
+    Branch-free: the host never waits for the comparison."""
     with torch.no_grad():
         pairs = list(zip(adversary.parameters(), center.parameters(), strict=True))
         dist = torch.sqrt(sum(((a - c) ** 2).sum() for a, c in pairs))
-        if dist > delta:
-            ratio = delta / dist
-            for a, c in pairs:
-                a.copy_(c + ratio * (a - c))
-    return float(dist)
+        outside = dist > delta
+        ratio = delta / dist
+        for a, c in pairs:
+            a.copy_(torch.where(outside, c + ratio * (a - c), a))
+    return dist
 
 
 @register
@@ -272,7 +273,7 @@ class Transfer(FeaturizerClassifier):
         )
         return losses.max() - losses.min()
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         loss = F.cross_entropy(self.predict(all_x), all_y)
         self.optimizer.zero_grad()
@@ -291,4 +292,4 @@ class Transfer(FeaturizerClassifier):
             self.adv_opt.step()
             project_to_ball(self.adv_classifier, self.classifier, float(self.hparams["delta"]))
         self.optimizer.zero_grad()  # the ascent steps left gradients on the featurizer
-        return {"loss": loss.item(), "gap": -gap.item()}
+        return {"loss": loss.detach(), "gap": -gap.detach()}

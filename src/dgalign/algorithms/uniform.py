@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgalign.algorithms._common import concat
-from dgalign.algorithms.base import FeaturizerClassifier, Minibatches
+from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.errors import ConfigError
 from dgalign.hparams import (
@@ -186,7 +186,7 @@ class URM(FeaturizerClassifier):
         )
         return real + self.hparams["urm_adv_lambda"] * fake
 
-    def update(self, minibatches: Minibatches) -> dict[str, float]:
+    def update(self, minibatches: Minibatches) -> Logs:
         all_x, all_y = concat(minibatches)
         z = self.featurizer(all_x)
         ce = F.cross_entropy(self.classifier(z), all_y)
@@ -201,4 +201,4 @@ class URM(FeaturizerClassifier):
         self.discriminator_opt.zero_grad()
         d_loss.backward()
         self.discriminator_opt.step()
-        return {"loss": loss.item(), "nll": ce.item(), "disc_loss": d_loss.item()}
+        return {"loss": loss.detach(), "nll": ce.detach(), "disc_loss": d_loss.detach()}

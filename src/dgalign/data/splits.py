@@ -127,7 +127,7 @@ def default_num_workers() -> int:
     return min(8, cpus or 1)
 
 
-def _loader_args(device: torch.device, num_workers: int) -> dict[str, Any]:
+def loader_args(device: torch.device, num_workers: int) -> dict[str, Any]:
     """DataLoader arguments: workers, pinned memory on CUDA, and a private generator for the
     workers' base seed (the default draws it from torch's global generator, which would make
     a run's random stream depend on when loaders start, e.g. on where it resumed)."""
@@ -192,12 +192,13 @@ class StepBatches:
 class InfiniteLoader:
     """One minibatch per call of `batch(step)` from a split, on `device`.
 
-    Tensor environments are indexed in-process. Other environments are loaded by a DataLoader
-    with `num_workers` workers (None: `default_num_workers()`) and pinned memory on CUDA,
-    whose iterator starts at the first step asked for and is restarted only if a step is
-    skipped or repeated. `augment` None applies the training augmentation when the environment
-    has one (DomainBed's default, `data_augmentation` true); pass the hyper-parameter to honour
-    an override."""
+    Tensor environments are indexed in-process (on an accelerator the split's rows are
+    copied to the device once and each batch's indices follow them). Other environments are
+    loaded by a DataLoader with `num_workers` workers (None: `default_num_workers()`) and
+    pinned memory on CUDA, whose iterator starts at the first step asked for and is restarted
+    only if a step is skipped or repeated. `augment` None applies the training augmentation
+    when the environment has one (DomainBed's default, `data_augmentation` true); pass the
+    hyper-parameter to honour an override."""
 
     def __init__(
         self,
@@ -218,8 +219,18 @@ class InfiniteLoader:
         self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
         self._iterator: Iterator[Any] | None = None
         self._next_step = -1
+        self._resident: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.fast and self.device.type != "cpu":  # the split's rows live on the device
+            x, y = split.dataset.x[split.keys], split.dataset.y[split.keys]
+            self._resident = (x.to(self.device), y.to(self.device))
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._resident is not None:
+            indices = self.sampler.indices(step)  # the CPU stream: the same batches anywhere
+            if self.device.type == "cuda":
+                indices = indices.pin_memory()  # an asynchronous copy, no wait for the device
+            indices = indices.to(self.device, non_blocking=True)
+            return self._resident[0][indices], self._resident[1][indices]
         if self.fast:
             x, y = self.split.batch(self.sampler.indices(step))
         else:
@@ -237,7 +248,7 @@ class InfiniteLoader:
         self._iterator = iter(loader)
 
     def _worker_args(self) -> dict[str, Any]:
-        args = _loader_args(self.device, self.num_workers)
+        args = loader_args(self.device, self.num_workers)
         if self.num_workers > 0:
             args.update(prefetch_factor=4, persistent_workers=False)
         return args
@@ -261,5 +272,5 @@ def iterate_split(
         return
     workers = default_num_workers() if num_workers is None else num_workers
     batches = [[(i, None) for i in range(s, min(s + batch_size, n))] for s in starts]
-    args = _loader_args(torch.device(device), min(workers, len(batches)))
+    args = loader_args(torch.device(device), min(workers, len(batches)))
     yield from DataLoader(SampleView(split), batch_sampler=batches, **args)

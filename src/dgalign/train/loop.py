@@ -11,9 +11,7 @@ checkpointed with it and saved as model_swa.pt.
 
 from __future__ import annotations
 
-import math
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +31,8 @@ from dgalign.tracking import Tracking
 from dgalign.train.adaptation import UnlabelledBatches
 from dgalign.train.config import RunConfig
 from dgalign.train.diagnostics import curvature_diagnostics
-from dgalign.train.evaluate import accuracy
+from dgalign.train.evaluate import Evaluator
+from dgalign.train.logs import LogWindow
 from dgalign.train.state import load_checkpoint, restore, resumed_records, save_checkpoint
 from dgalign.train.swa import CheckpointView, WeightAverage
 from dgalign.train.swad import SWAD, SWADCheckpointView, evaluate_swad, validation_loss
@@ -180,7 +179,13 @@ def _train(
     rundir.write_records(records)
     tracking.start_training(rundir.path, args, hparams, records)
 
-    window: dict[str, list[float]] = defaultdict(list)
+    in_out = {}
+    for i in range(len(dataset)):
+        in_out[f"env{i}_in_acc"], in_out[f"env{i}_out_acc"] = in_splits[i], out_splits[i]
+    evaluator = Evaluator(
+        {**in_out, **{f"env{i}_uda_acc": uda for i, uda in uda_splits.items()}}, device
+    )
+    window = LogWindow()
     bar = progress_bar(
         total=n_steps,
         initial=start_step,
@@ -189,39 +194,22 @@ def _train(
         progress=progress,
     )
     with bar:
+        window_start = clock(device)
         for step in range(start_step, n_steps):
-            step_start = clock(device)
-            minibatches = [loader.batch(step) for loader in loaders]
-            with autocast(device, config.precision):  # bf16: the update's forward and loss
-                if unlabelled is None:
-                    values = algorithm.update(minibatches)
-                else:
-                    values = unlabelled.update(algorithm, minibatches, step)
-            if average is not None:
-                average.update(algorithm, step)
-            if swad is not None:
-                swad.update(algorithm, step)
-            for key, value in values.items():
-                if not math.isfinite(value):
-                    last = records[-1]["step"] if records else None
-                    raise TrainingDiverged(
-                        f"{key} became {value} at step {step}; the {len(records)} records up to "
-                        f"step {last} are kept in {rundir.results}; lower the learning rate "
-                        "(--hparams '{\"lr\": ...}') or the penalty weights"
-                    )
-                window[key].append(value)
-            window["step_time"].append(clock(device) - step_start)
+            values, minibatches = _step(
+                algorithm, loaders, unlabelled, average, swad, step, device, config.precision
+            )
+            window.add(step, values)
             bar.update(1)
             if step % checkpoint_freq == 0 or step == n_steps - 1:
+                step_time = (clock(device) - window_start) / len(window)
+                check_finite_logs(window, records, rundir)
                 check_finite_parameters(algorithm, step, records, rundir)
                 record: dict[str, Any] = {"step": step, "epoch": step / steps_per_epoch}
-                record.update({k: float(np.mean(v)) for k, v in window.items()})
+                record.update(window.means())
+                record["step_time"] = step_time
                 record.update(curvature_diagnostics(algorithm, minibatches))
-                for i in range(len(dataset)):
-                    record[f"env{i}_in_acc"] = accuracy(algorithm, in_splits[i], device)
-                    record[f"env{i}_out_acc"] = accuracy(algorithm, out_splits[i], device)
-                for i, uda in uda_splits.items():
-                    record[f"env{i}_uda_acc"] = accuracy(algorithm, uda, device)
+                record.update(evaluator.accuracies(algorithm))
                 if swad is not None:
                     loss = validation_loss(algorithm, [out_splits[i] for i in train_envs], device)
                     swad.close_segment(loss)
@@ -232,9 +220,8 @@ def _train(
                         for s in range(max(0, step - SWA_BN_STEPS + 1), step + 1)
                     )
                     averaged = average.prepare(bn_batches)
-                    for i in range(len(dataset)):
-                        record[f"swa_env{i}_in_acc"] = accuracy(averaged, in_splits[i], device)
-                        record[f"swa_env{i}_out_acc"] = accuracy(averaged, out_splits[i], device)
+                    accuracies = evaluator.accuracies(averaged)
+                    record.update({f"swa_{k}": accuracies[k] for k in in_out})
                 record["mem_gb"] = (
                     torch.cuda.max_memory_allocated() / 1024**3 if device.type == "cuda" else 0.0
                 )
@@ -250,6 +237,7 @@ def _train(
                 summary = _summary(record, config.test_envs)
                 bar.set_postfix_str(summary)
                 tqdm.write(f"step {step}: {summary}", file=sys.stdout)
+                window_start = clock(device)
 
     swad_model = None
     if swad is not None and records:
@@ -269,6 +257,38 @@ def _train(
     rundir.mark_done()
     remove_with_digest(rundir.checkpoint)
     return RunResult("completed", str(rundir.path), records)
+
+
+def _step(algorithm, loaders, unlabelled, average, swad, step: int, device, precision: str):
+    """One training step: the training environments' minibatches of `step`, the update
+    (under autocast for bf16: forward, loss and backward), then the weight averages. Returns
+    the logged values as `update` made them (no device value is read here) and the
+    minibatches."""
+    minibatches = [loader.batch(step) for loader in loaders]
+    with autocast(device, precision):
+        if unlabelled is None:
+            values = algorithm.update(minibatches)
+        else:
+            values = unlabelled.update(algorithm, minibatches, step)
+    if average is not None:
+        average.update(algorithm, step)
+    if swad is not None:
+        swad.update(algorithm, step)
+    return values, minibatches
+
+
+def check_finite_logs(window: LogWindow, records: list, rundir: RunDirectory) -> None:
+    """TrainingDiverged naming the first step and logged value of the window that is NaN or
+    infinite (read once, at the checkpoint)."""
+    bad = window.first_non_finite()
+    if bad is None:
+        return
+    last = records[-1]["step"] if records else None
+    raise TrainingDiverged(
+        f"{bad.key} became {bad.value} at step {bad.step}; the {len(records)} records up to "
+        f"step {last} are kept in {rundir.results}; lower the learning rate "
+        "(--hparams '{\"lr\": ...}') or the penalty weights"
+    )
 
 
 def check_finite_parameters(algorithm, step: int, records: list, rundir: RunDirectory) -> None:
