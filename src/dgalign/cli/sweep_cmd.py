@@ -149,6 +149,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "threads-per-job",
         type=integer(1),
         default=None,
+        metavar="N",
         help="local: compute threads of each job (OMP_NUM_THREADS, MKL_NUM_THREADS, "
         "torch.set_num_threads; default: $OMP_NUM_THREADS when set, else max(1, CPUs // "
         "workers))",
@@ -158,9 +159,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "loader-workers-per-job",
         type=integer(0),
         default=None,
+        metavar="N",
         help="local: DataLoader worker processes of each job, shared by its training loaders "
-        "(each gets max(1, N // loaders), at most 8; 0: load in the job's process; default: "
-        "max(1, CPUs // workers))",
+        "(each gets max(1, N // loaders), at most $DGALIGN_NUM_WORKERS when set; 0: load in "
+        "the job's process; default: max(1, CPUs // workers), at most 8 per loader)",
     )
     _option(launch, "ray-address", default=None, help="ray: address of an existing cluster")
     _option(launch, "partition", default=None, help="slurm: partition")
