@@ -1,6 +1,8 @@
 """The local launcher with real jobs: SIGKILL and resume, crashes and retries, concurrent
-launches, Ctrl-C, and the fresh-interpreter start method."""
+launches, Ctrl-C, the fresh-interpreter start method, and each slot's CPU budget."""
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +11,9 @@ import threading
 
 import pytest
 
+from dgalign.errors import ConfigError
 from dgalign.runs.state import JobState, err_tail, live_owner, run_state
+from dgalign.sweep import local
 from dgalign.sweep.execute import BUSY_MESSAGE
 from dgalign.sweep.jobs import Job
 from dgalign.sweep.local import LocalLauncher
@@ -179,3 +183,92 @@ def test_launching_from_a_script_without_a_file(kit, tmp_path):
     )
     assert done.returncode == 0 and "completed 1" in done.stdout, done.stderr
     assert kit.out_lines(job.output_dir, "step 0:") == 1
+
+
+#: A plugin every job loads: it records the CPU budget the job sees, one file per process.
+PROBE = """
+import json, os, pathlib, torch
+keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "DGALIGN_NUM_WORKERS")
+seen = {key: os.environ.get(key) for key in keys} | {"torch": torch.get_num_threads()}
+pathlib.Path(OUT, f"{os.getpid()}.json").write_text(json.dumps(seen))
+"""
+
+
+def _probed(jobs, tmp_path):
+    out = tmp_path / "seen"
+    out.mkdir()
+    probe = tmp_path / "budget_probe.py"
+    probe.write_text(f"OUT = {str(out)!r}\n{PROBE}")
+    return [dataclasses.replace(job, plugins=(str(probe),)) for job in jobs], out
+
+
+def _seen(out) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(out.glob("*.json"))]
+
+
+def test_forked_jobs_see_their_cpu_budget_and_precision(kit, tmp_path):
+    """Two forked bf16, deterministic jobs of a 2-slot launch with 3 threads and 4 loader
+    workers each: Spurious28 with one test env has 2 training loaders, 2 workers each."""
+    spec = kit.fast_spec(tmp_path, precision="bf16", deterministic=True)
+    jobs, out = _probed(spec.jobs()[:2], tmp_path)
+    launcher = LocalLauncher(
+        workers=2, threads_per_job=3, loader_workers_per_job=4, start_method="forked", out=quiet
+    )
+    summary = launcher.run(jobs)
+    assert len(summary.completed) == 2 and not summary.failed
+    expected = {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", "DGALIGN_NUM_WORKERS": "2"}
+    assert _seen(out) == [expected | {"torch": 3}] * 2
+    for job in jobs:
+        args = kit.read_records(job.output_dir)[-1]["args"]
+        assert (args["precision"], args["deterministic"]) == ("bf16", True)
+
+
+def test_fresh_jobs_see_their_cpu_budget(kit, tmp_path, monkeypatch):
+    monkeypatch.setenv("DGALIGN_NUM_WORKERS", "1")  # a per-loader cap the launcher was given
+    jobs, out = _probed(kit.fast_spec(tmp_path).jobs()[:1], tmp_path)
+    launcher = LocalLauncher(threads_per_job=2, loader_workers_per_job=8, start_method="fresh")
+    assert launcher.run(jobs).completed == jobs
+    expected = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "DGALIGN_NUM_WORKERS": "1"}
+    assert _seen(out) == [expected | {"torch": 2}]
+
+
+def test_default_budget_is_a_share_of_the_cpus(kit, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("DGALIGN_NUM_WORKERS", raising=False)
+    monkeypatch.setattr(local, "usable_cpus", lambda: 64)
+    job = kit.fast_spec(tmp_path).jobs()[0]  # 2 training loaders
+    eight = LocalLauncher(gpus=[str(i) for i in range(8)], out=quiet)
+    envs = [eight.slot_env(slot, job) for slot in range(8)]
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in envs] == [str(i) for i in range(8)]
+    assert {
+        (e["OMP_NUM_THREADS"], e["MKL_NUM_THREADS"], e["DGALIGN_NUM_WORKERS"]) for e in envs
+    } == {("8", "8", "4")}
+    alone = LocalLauncher(gpus=[], out=quiet).slot_env(0, job)
+    assert (alone["OMP_NUM_THREADS"], alone["DGALIGN_NUM_WORKERS"]) == ("64", "8")  # 8 at most
+    assert (
+        LocalLauncher(gpus=[], loader_workers_per_job=40).slot_env(0, job)["DGALIGN_NUM_WORKERS"]
+        == "20"
+    )  # an explicit budget is not capped at 8
+    assert (
+        LocalLauncher(gpus=[], loader_workers_per_job=0).slot_env(0, job)["DGALIGN_NUM_WORKERS"]
+        == "0"
+    )
+    monkeypatch.setattr(local, "usable_cpus", lambda: 4)
+    assert LocalLauncher(workers=8, gpus=[]).slot_env(0, job)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # set by the user: kept unless overridden
+    assert LocalLauncher(gpus=[]).threads() == 5
+    assert LocalLauncher(gpus=[], threads_per_job=2).threads() == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"threads_per_job": 0}, "--threads-per-job must be an integer >= 1, got 0"),
+        ({"threads_per_job": -2}, "--threads-per-job must be an integer >= 1, got -2"),
+        ({"loader_workers_per_job": -1}, "--loader-workers-per-job must be an integer >= 0"),
+    ],
+)
+def test_bad_budgets_are_one_line_errors(options, message):
+    with pytest.raises(ConfigError) as info:
+        LocalLauncher(gpus=[], **options)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)

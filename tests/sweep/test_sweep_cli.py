@@ -34,6 +34,16 @@ def test_dummy_launcher_prints_commands_and_runs_nothing(kit, tmp_path, capsys):
     assert not (tmp_path / "sweep").exists()
 
 
+def test_dummy_launcher_passes_the_precision_switches(kit, tmp_path, capsys):
+    argv = ["sweep", "launch", *kit.spec_argv(kit.fast_spec(tmp_path)), "--launcher", "dummy"]
+    code, out, _ = run([*argv, "--precision", "bf16", "--deterministic"], capsys)
+    commands = [line for line in out.splitlines() if line.startswith("Dummy launcher: ")]
+    assert code == 0 and len(commands) == 3
+    assert all("--precision bf16" in c and "--deterministic" in c for c in commands)
+    code, out, _ = run(argv, capsys)
+    assert code == 0 and "--precision" not in out and "--deterministic" not in out
+
+
 def test_launch_needs_confirmation(kit, tmp_path, capsys, monkeypatch):
     argv = ["sweep", "launch", *kit.spec_argv(kit.fast_spec(tmp_path))]
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal
@@ -71,6 +81,19 @@ def test_launch_needs_confirmation(kit, tmp_path, capsys, monkeypatch):
             "argument --max-retries/--max_retries: must be an integer >= 0, got -1",
         ),
         (["--start-method", "spawn"], "unknown start method 'spawn'; valid: forked, fresh"),
+        (
+            ["--threads-per-job", "0"],
+            "argument --threads-per-job/--threads_per_job: must be an integer >= 1, got 0",
+        ),
+        (
+            ["--loader-workers-per-job", "-1"],
+            "argument --loader-workers-per-job/--loader_workers_per_job: must be an integer >= 0",
+        ),
+        (
+            ["--launcher", "slurm", "--threads-per-job", "2"],
+            "--threads-per-job only applies to --launcher local",
+        ),
+        (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
         (["--launcher", "slurm", "--time", "soon"], "--time 'soon' is not a Slurm time"),
         (["--launcher", "slurm", "--submitit-cluster", "aws"], "unknown --submitit-cluster 'aws'"),
         (["--launcher", "slurm", "--yes"], "sbatch not found"),
@@ -134,7 +157,7 @@ def test_local_launcher_is_gpu_aware(monkeypatch):
     launcher = LocalLauncher(gpus=["3", "5"], jobs_per_gpu=2)
     assert launcher.workers == 4
     assert [launcher.slot_env(s)["CUDA_VISIBLE_DEVICES"] for s in range(4)] == ["3", "5", "3", "5"]
-    assert launcher.threads() == 0 and launcher.start_method == "fresh"
+    assert launcher.start_method == "fresh"
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cpu = LocalLauncher(gpus=[])
     assert cpu.workers == 1 and cpu.start_method == "forked"

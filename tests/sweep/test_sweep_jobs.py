@@ -88,3 +88,27 @@ def test_shape_describes_the_grid(tmp_path):
         "2 trial(s) x 2 dataset(s) x 1 algorithm(s) x 6/21 test-env set(s) x 3 hparams seed(s)"
     )
     assert len(spec.jobs()) == 2 * (6 + 21) * 3
+
+
+def test_jobs_carry_the_precision_switches(kit, tmp_path):
+    from dgalign.train import RunConfig
+
+    base = kit.fast_spec(tmp_path).jobs()[0]
+    assert "precision" not in base.train_args and "deterministic" not in base.train_args
+    assert kit.fast_spec(tmp_path, precision="fp32").jobs()[0].name == base.name
+    jobs = kit.fast_spec(tmp_path, precision="bf16", deterministic=True).jobs()
+    assert len(jobs) == 3
+    for job in jobs:
+        assert job.train_args["precision"] == "bf16" and job.train_args["deterministic"] is True
+        config = RunConfig(**job.config_kwargs())
+        assert (config.precision, config.deterministic) == ("bf16", True)
+        args = build_parser().parse_args(job.train_argv())
+        assert (args.precision, args.deterministic) == ("bf16", True)
+    assert jobs[0].name != base.name  # part of the run identity, so of the directory name
+    tf32 = kit.fast_spec(tmp_path, precision="tf32").jobs()[0]
+    assert tf32.name not in (base.name, jobs[0].name) and "deterministic" not in tf32.train_args
+
+
+def test_unknown_precision_is_a_one_line_error(kit, tmp_path):
+    with pytest.raises(ConfigError, match=r"^--precision must be one of fp32, tf32, bf16"):
+        kit.fast_spec(tmp_path, precision="fp16").validate()

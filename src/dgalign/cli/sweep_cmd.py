@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from dgalign.cli.ranges import integer, nonempty_path, number, seed
-from dgalign.cli.train_cmd import add_logger_option
+from dgalign.cli.train_cmd import add_logger_option, add_precision_options
 from dgalign.errors import ConfigError
 from dgalign.plugins import explicit_specs
 from dgalign.runs.state import count_states, format_counts
@@ -99,6 +99,7 @@ def _grid_options(parser: argparse.ArgumentParser, required: bool) -> None:
         default="domainbed-2020",
         help="whose defaults every job follows (see `dgalign train --help`)",
     )
+    add_precision_options(parser)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -142,6 +143,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="local: 'forked' (from a warm server; default on CPU-only Linux) or 'fresh' "
         "(a new `python -m dgalign train` interpreter per job)",
+    )
+    _option(
+        launch,
+        "threads-per-job",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="local: compute threads of each job (OMP_NUM_THREADS, MKL_NUM_THREADS, "
+        "torch.set_num_threads; default: $OMP_NUM_THREADS when set, else max(1, CPUs // "
+        "workers))",
+    )
+    _option(
+        launch,
+        "loader-workers-per-job",
+        type=integer(0),
+        default=None,
+        metavar="N",
+        help="local: DataLoader worker processes of each job, shared by its training loaders "
+        "(each gets max(1, N // loaders), at most $DGALIGN_NUM_WORKERS when set; 0: load in "
+        "the job's process; default: max(1, CPUs // workers), at most 8 per loader)",
     )
     _option(launch, "ray-address", default=None, help="ray: address of an existing cluster")
     _option(launch, "partition", default=None, help="slurm: partition")
@@ -207,6 +228,8 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
         plugins=explicit_specs(),  # loaded by `dgalign.cli.main`; every job loads them too
         protocol=args.protocol,
         defaults=args.defaults,
+        precision=args.precision,
+        deterministic=args.deterministic,
     )
     if Path(spec.output_dir).exists() and not Path(spec.output_dir).is_dir():
         raise ConfigError(f"--output-dir {spec.output_dir} exists and is not a directory")
@@ -245,6 +268,8 @@ def run_launch(args: argparse.Namespace) -> int:
         jobs_per_gpu=args.jobs_per_gpu,
         max_retries=args.max_retries,
         start_method=args.start_method,
+        threads_per_job=args.threads_per_job,
+        loader_workers_per_job=args.loader_workers_per_job,
         ray_address=args.ray_address,
         partition=args.partition,
         time=args.time,

@@ -107,7 +107,11 @@ class SweepSpec:
     `protocol` "swad" is Cha et al.'s protocol (the FGMix paper's): the 18 points of the fixed
     grid `hparam_grids.GRIDS["swad"]` instead of random draws (hparams seeds 1..18 name the
     points; `n_hparams*` are ignored), SWAD on in every run, single test environments only
-    (training-domain validation needs no pairs)."""
+    (training-domain validation needs no pairs).
+
+    `precision` and `deterministic` are every job's `--precision` and `--deterministic`; they
+    enter a job's arguments (and so its directory name) only when not the defaults, so a
+    sweep without them keeps DomainBed's job hashes."""
 
     output_dir: str
     datasets: list[str]
@@ -126,6 +130,8 @@ class SweepSpec:
     plugins: list[str] = field(default_factory=list)  # every job's `--plugin`s
     protocol: str = "domainbed"
     defaults: str = "domainbed-2020"
+    precision: str = "fp32"  # every job's `--precision` (`dgalign.utils.runtime`)
+    deterministic: bool = False  # every job's `--deterministic`
     env_counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     def validate(self) -> None:
@@ -135,10 +141,15 @@ class SweepSpec:
         from dgalign.data import get_dataset_class
         from dgalign.tracking import check_loggers
         from dgalign.utils.checks import check_count, check_seed
+        from dgalign.utils.runtime import PRECISIONS
 
         if not str(self.output_dir).strip():
             raise ConfigError("--output-dir must be a non-empty path")
         check_seed("--seed", self.seed)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.protocol not in PROTOCOLS:
             raise ConfigError(
                 f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
@@ -214,6 +225,10 @@ class SweepSpec:
             args.update(hparams_grid="swad", swad=True)
         if self.defaults != "domainbed-2020":  # the default keeps DomainBed's job hashes
             args["defaults"] = self.defaults
+        if self.precision != "fp32":  # likewise for the precision switches
+            args["precision"] = self.precision
+        if self.deterministic:
+            args["deterministic"] = True
         return args
 
     def jobs(self) -> list[Job]:

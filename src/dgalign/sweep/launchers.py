@@ -27,6 +27,8 @@ class LauncherOptions:
     jobs_per_gpu: int | None = None
     max_retries: int | None = None
     start_method: str | None = None
+    threads_per_job: int | None = None
+    loader_workers_per_job: int | None = None
     ray_address: str | None = None
     partition: str | None = None
     time: str | None = None
@@ -42,6 +44,8 @@ _ONLY_FOR = {
     "jobs_per_gpu": ("local", "ray"),
     "max_retries": ("local", "ray"),
     "start_method": ("local",),
+    "threads_per_job": ("local",),
+    "loader_workers_per_job": ("local",),
     "ray_address": ("ray",),
     "partition": ("slurm",),
     "time": ("slurm",),
@@ -62,11 +66,11 @@ def make_launcher(name: str, options: LauncherOptions, out: Printer = print):
         if value not in (None, False) and name not in launchers:
             flag = "--" + key.replace("_", "-")
             raise ConfigError(f"{flag} only applies to --launcher {' or '.join(launchers)}")
-    for key in ("workers", "jobs_per_gpu", "array_parallelism", "cpus_per_job"):
+    for key in ("workers", "jobs_per_gpu", "array_parallelism", "cpus_per_job", "threads_per_job"):
         value = getattr(options, key)
         if value is not None and value < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
-    for key in ("max_retries", "gpus_per_job"):
+    for key in ("max_retries", "gpus_per_job", "loader_workers_per_job"):
         value = getattr(options, key)
         if value is not None and value < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 0, got {value}")
@@ -102,6 +106,8 @@ def _local(options: LauncherOptions, out: Printer):
         jobs_per_gpu=options.jobs_per_gpu or 1,
         max_retries=options.max_retries or 0,
         start_method=options.start_method,
+        threads_per_job=options.threads_per_job,
+        loader_workers_per_job=options.loader_workers_per_job,
         out=out,
     )
 
