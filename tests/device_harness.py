@@ -94,9 +94,7 @@ class _Guard(TorchDispatchMode):
             if dtype.is_floating_point or dtype.is_complex:
                 return self.answers.floating
             return self.answers.integer
-        if func in _DATA_DEPENDENT:
-            return _DATA_DEPENDENT[func](*args, **kwargs)
-        out = func(*args, **kwargs)
+        out = _DATA_DEPENDENT.get(func, func)(*args, **kwargs)
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dim() > 0:
                 if self.report.quiet:
@@ -216,6 +214,17 @@ def fake(tensor: torch.Tensor) -> torch.Tensor:
     report.quiet += 1
     try:
         return _MODES[-1].from_tensor(tensor).to(DEVICE)
+    finally:
+        report.quiet -= 1
+
+
+def host(tensor: torch.Tensor) -> torch.Tensor:
+    """A real tensor as a fake one still on the CPU, inside `on_fake_device`: data held in
+    host memory (a dataset) that the code under test must move to the device itself."""
+    report = _CURRENT[-1]
+    report.quiet += 1
+    try:
+        return _MODES[-1].from_tensor(tensor)
     finally:
         report.quiet -= 1
 

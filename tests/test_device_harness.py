@@ -1,6 +1,7 @@
 """Device correctness without a GPU (`tests.device_harness`): every algorithm's `update` and
-`predict` with its model and data on a fake accelerator, and a planted CPU tensor the harness
-must report."""
+`predict` with its model and data on a fake accelerator, making no CPU tensor and, after the
+first step, making the host wait for the device nowhere; a planted CPU tensor and a planted
+sync the harness must report."""
 
 import pytest
 import torch
@@ -17,6 +18,13 @@ HOST_DRAWS = frozenset(
 #: Algorithms using an op whose output shape depends on the data that the fake tensors cannot
 #: model: covered by their CPU tests (tests/algorithms) and the through-loop test instead.
 UNMODELLED = {"SelfReg": "torch.unique in same_class_permutation"}
+#: Algorithms whose step sizes tensors by the data (the host waits for the device each step):
+#: a choice of rows by boolean masks, a loop over the classes a batch holds.
+SYNCING = {
+    "CAD": "boolean selection of the anchors with a positive pair",
+    "CondCAD": "boolean selection of the anchors with a positive pair",
+    "ADRMX": "per-class loop over the examples of each class (remix_loss)",
+}
 SHAPES = {"mlp": (3, 28, 28), "mnist_cnn": (2, 28, 28), "resnet18": (3, 32, 32)}
 #: The algorithms run with the ResNet-18 backbone too (every one runs with the other two; a
 #: ResNet step under fake tensors costs seconds): the plain path, a head-curvature penalty and
@@ -70,11 +78,13 @@ def test_update_and_predict_stay_on_the_device(name, backbone):
     with on_fake_device() as report:
         algorithm = build(algorithms.get(name), shape, 2, 2, hparams)
         batches = _fake_batches(shape)
-        for _ in range(2):
-            values = algorithm.update(batches)
+        algorithm.update(batches)
+        report.syncs.clear()  # the first step may check its inputs once
+        values = algorithm.update(batches)
         algorithm.eval()
         logits = algorithm.predict(batches[0][0])
     assert report.wrong_device(HOST_DRAWS) == []
+    assert name in SYNCING or report.syncs == []
     assert logits.device == DEVICE and logits.shape == (8, 2)
     assert all(not torch.is_tensor(v) or v.device == DEVICE for v in values.values())
 
@@ -104,6 +114,18 @@ def test_an_attribute_that_to_does_not_move_is_reported():
             self.scale = torch.ones(2)  # not a buffer: Module.to leaves it on the CPU
 
     assert moved_leftovers(Stray()) == ["Stray.scale"]
+
+
+def test_a_planted_sync_is_reported():
+    """A scalar read, a copy to the host and a data-sized op on the device are syncs."""
+    with on_fake_device() as report:
+        x = torch.zeros(4, 3, device=DEVICE)
+        if x.sum() > 0:  # the bug: the host waits for the sum
+            pass
+        x.cpu()
+        x[x > 0]
+        torch.ones(3).sum().item()  # a CPU tensor's read is not a sync
+    assert len(report.syncs) == 3 and "test_a_planted_sync" in report.syncs[0]
 
 
 def test_scalar_reads_are_answered_and_counted():

@@ -1,5 +1,6 @@
 """Every Colored MNIST reproduction row, balanced and with label shift, trained with its
-dynamics on a fake accelerator (`tests.device_harness`): no tensor made on the CPU."""
+dynamics on a fake accelerator (`tests.device_harness`): no tensor made on the CPU, and no
+host sync before the results leave the device after the last step."""
 
 import pytest
 import torch
@@ -43,5 +44,6 @@ def test_reproduction_rows_stay_on_the_device(name, label_shift, monkeypatch):
             dynamics_every=2,
         )
     assert report.wrong_device(TO_HOST) == []
+    assert [s for s in report.syncs if s.rsplit("(", 1)[-1].rstrip(")") not in TO_HOST] == []
     assert out.states[0]["w3"].shape == (1, TINY.hidden)
     assert out.records[0]["dynamics"]["step"] == [0, 2]

@@ -1,6 +1,7 @@
 """Checks that need a CUDA GPU (marker `cuda`, deselected by default; `python -m pytest -m cuda`
 or scripts/gpu-check runs them): updates on CUDA equal the CPU's in float64, a run SIGKILLed
-on CUDA resumes exactly under --deterministic, and `clock` waits for the queued kernels."""
+on CUDA resumes exactly under --deterministic, `clock` and `StepTimer` time the queued
+kernels, and in-memory batches on CUDA equal the CPU's."""
 
 import json
 import os
@@ -15,7 +16,7 @@ import torch
 
 from dgalign import algorithms
 from dgalign.algorithms.spaces import default_hparams
-from dgalign.utils.runtime import clock, synchronize
+from dgalign.utils.runtime import StepTimer, clock, synchronize
 
 pytestmark = [
     pytest.mark.cuda,
@@ -57,7 +58,7 @@ def test_updates_on_cuda_equal_the_cpu_in_float64(name, backbone):
         logged_cpu, logged_gpu = cpu.update(batches_cpu), gpu.update(batches_gpu)
         assert logged_cpu.keys() == logged_gpu.keys()
         for key, value in logged_cpu.items():
-            assert logged_gpu[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+            assert float(logged_gpu[key]) == pytest.approx(float(value), rel=1e-6, abs=1e-6), key
     for (key, a), b in zip(cpu.state_dict().items(), gpu.state_dict().values(), strict=True):
         assert b.device.type == "cuda", key
         torch.testing.assert_close(b.cpu(), a, rtol=1e-6, atol=1e-6, msg=key)
@@ -127,3 +128,35 @@ def test_clock_waits_for_the_queued_kernels():
     assert torch.cuda.current_stream().query()  # nothing left in the queue
     assert (t1 - t0) * 1000.0 >= start.elapsed_time(end) * 0.999
     synchronize("cpu")  # a no-op on the CPU
+
+
+def test_step_timer_events_cover_the_gpu_work():
+    """`StepTimer` on CUDA: one event pair per step, read once; a step of queued matmuls
+    takes as long by its events as by a synchronised clock."""
+    a = torch.randn(4096, 4096, device=CUDA)
+    timer = StepTimer(CUDA)
+    start = clock(CUDA)
+    for _ in range(3):
+        timer.start()
+        for _ in range(20):
+            a = (a @ a).clamp_(-1, 1)
+        timer.stop()
+    wall = clock(CUDA) - start
+    times = timer.times()
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert 0.5 * wall < sum(times) <= 1.05 * wall
+
+
+def test_in_memory_batches_on_cuda_equal_the_cpu_batches():
+    """The split's rows live on the GPU and each batch's indices follow: the same batches as
+    on the CPU, for every step."""
+    from dgalign.data.base import TensorEnvironment
+    from dgalign.data.splits import InfiniteLoader, Subset
+
+    g = torch.Generator().manual_seed(0)
+    env = TensorEnvironment(torch.randn(100, 3, generator=g), torch.randint(0, 2, (100,)))
+    split = Subset(env, list(range(10, 90)))
+    cpu, gpu = (InfiniteLoader(split, 16, 0, 1, d) for d in ("cpu", CUDA))
+    for step in (0, 1, 7):
+        (xc, yc), (xg, yg) = cpu.batch(step), gpu.batch(step)
+        assert xg.device.type == "cuda" and torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc)

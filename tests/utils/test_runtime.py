@@ -1,10 +1,12 @@
 """The device a command asks for: refused early, in one line, when it cannot exist here."""
 
+import time
+
 import pytest
 import torch
 
 from dgalign.errors import ConfigError
-from dgalign.utils.runtime import resolve_device
+from dgalign.utils.runtime import StepTimer, resolve_device
 
 
 def test_cuda_index_beyond_the_gpu_count_is_refused(monkeypatch):
@@ -55,3 +57,14 @@ def test_clock_synchronises_cuda_devices_only(monkeypatch):
     runtime.synchronize("cuda")
     assert calls == [torch.device("cuda:0"), torch.device("cuda")]
     assert after >= before
+
+
+def test_step_timer_on_the_cpu_times_each_step():
+    timer = StepTimer("cpu")
+    for pause in (0.0, 0.02):
+        timer.start()
+        time.sleep(pause)
+        timer.stop()
+    first, second = timer.times()
+    assert 0 <= first < second and second >= 0.02
+    assert timer.times() == [first, second]  # read once, kept

@@ -43,7 +43,7 @@ class ShrunkERM(ERM):
         self.optimizer.zero_grad()
         objective.backward()
         self.optimizer.step()
-        return {"loss": objective.item(), "nll": loss.item(), "penalty": penalty.item()}
+        return {"loss": objective.detach(), "nll": loss.detach(), "penalty": penalty.detach()}
 
 
 @register_dataset

@@ -115,6 +115,13 @@ def is_tensor_backed(split: Subset) -> bool:
     return hasattr(split.dataset, "x") and hasattr(split.dataset, "y")
 
 
+def device_rows(split: Subset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows `(x, y)` of an in-memory split, copied to `device` (once per split: the
+    training loaders and the evaluation then index them there)."""
+    x, y = split.dataset.x[split.keys], split.dataset.y[split.keys]
+    return x.to(device), y.to(device)
+
+
 def default_num_workers() -> int:
     """Worker processes per loader: `$DGALIGN_NUM_WORKERS`, else min(8, usable CPUs) (8 is
     DomainBed's `N_WORKERS` for image datasets)."""
@@ -221,8 +228,7 @@ class InfiniteLoader:
         self._next_step = -1
         self._resident: tuple[torch.Tensor, torch.Tensor] | None = None
         if self.fast and self.device.type != "cpu":  # the split's rows live on the device
-            x, y = split.dataset.x[split.keys], split.dataset.y[split.keys]
-            self._resident = (x.to(self.device), y.to(self.device))
+            self._resident = device_rows(split, self.device)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._resident is not None:

@@ -38,8 +38,8 @@ from dgalign.experiments.cmnist_rows import CORE, MEAN_TERMS, METHODS, Row, all_
 from dgalign.experiments.cmnist_train import Protocol, train_restarts
 from dgalign.tracking import check_loggers
 from dgalign.train.config import check_count, check_seed
-from dgalign.train.loop import resolve_device
 from dgalign.utils.io import atomic_torch_save, atomic_write_json
+from dgalign.utils.runtime import configure_precision, resolve_device
 from dgalign.utils.seeding import seed_hash
 
 LOG = logging.getLogger("dgalign.reproduce")
@@ -231,8 +231,6 @@ def train_method(config: ReproduceConfig, root: Path, method: Row, data, inits) 
 def run_reproduction(config: ReproduceConfig) -> Path:
     """Train (resuming) every requested method, then write the report; returns the run dir."""
     check_config(config)
-    from dgalign.utils.runtime import configure_precision
-
     configure_precision(config.precision)
     root = claim(config)
     methods = all_rows()

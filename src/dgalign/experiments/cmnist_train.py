@@ -13,7 +13,7 @@ layers run as `cmnist_model.Body` (batched products with folded biases and a han
 backward into reused buffers); the head and its penalties are one closed-form autograd node of
 `dgalign.curvature` on the features z (a leaf) with a leading restart dim, the losses plain
 autograd; Body.backward then takes dL/dz down to the hidden layers. `step_times` are the wall
-time of these training steps, the device synchronised before each clock reading.
+time of these training steps (CUDA events on a GPU, read once after the last step).
 
 Every `dynamics_every` steps and at the last step, with the weights before that step's update
 (as the scripts report them): test accuracy and loss, gray-test accuracy, and the exact
@@ -36,7 +36,7 @@ from dgalign.experiments.cmnist_data import RestartData
 from dgalign.experiments.cmnist_model import bce, sign_accuracy
 from dgalign.experiments.cmnist_rows import Row
 from dgalign.utils.progress import progress_bar
-from dgalign.utils.runtime import clock
+from dgalign.utils.runtime import StepTimer
 
 
 @dataclass(frozen=True)
@@ -174,10 +174,10 @@ def train_restarts(
     body = M.Body(x_train)
     del x_train
     optimizer = torch.optim.Adam(params.values(), lr=proto.lr)
-    trace, dyn, hd_steps, times = _Trace(), _Trace(), [], []
+    trace, dyn, hd_steps, timer = _Trace(), _Trace(), [], StepTimer(device)
     bar = progress_bar(range(proto.steps), desc=desc or method.name, progress=progress, leave=False)
     for step in bar:
-        start = clock(device)
+        timer.start()
         if step % dynamics_every == 0 or step == proto.steps - 1:
             before = {k: v.detach().clone() for k, v in params.items()}
         z = body.forward(params).requires_grad_()  # a leaf: the body's backward is by hand
@@ -193,7 +193,7 @@ def train_restarts(
         loss.sum().backward()
         body.backward(params, z.grad)
         optimizer.step()
-        times.append(clock(device) - start)
+        timer.stop()
         trace.add(
             env0_acc=sign_accuracy(lgs[0], ys[0]),
             env1_acc=sign_accuracy(lgs[1], ys[1]),
@@ -224,4 +224,4 @@ def train_restarts(
             }
         )
     states = [M.unstack(params, r) for r in range(len(restarts))]
-    return Trained(records, states, times)
+    return Trained(records, states, timer.times())

@@ -19,6 +19,7 @@ from dgalign.data.splits import (
     SampleView,
     Subset,
     default_num_workers,
+    device_rows,
     is_tensor_backed,
     iterate_split,
     loader_args,
@@ -117,8 +118,7 @@ class Evaluator:
         if self.device.type == "cpu":
             return split.dataset.x[split.keys], split.dataset.y[split.keys]
         if name not in self._resident:
-            x, y = split.dataset.x[split.keys], split.dataset.y[split.keys]
-            self._resident[name] = (x.to(self.device), y.to(self.device))
+            self._resident[name] = device_rows(split, self.device)
         return self._resident[name]
 
     def _file_correct(self, algorithm: Algorithm) -> Iterator[tuple[str, torch.Tensor]]:

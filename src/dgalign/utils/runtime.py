@@ -52,6 +52,44 @@ def clock(device: str | torch.device) -> float:
     return time.perf_counter()
 
 
+class StepTimer:
+    """Wall times of steps without waiting for the device inside the loop: on CUDA a pair of
+    events per step, recorded on the stream and read once by `times()` (the GPU time between
+    them); elsewhere `time.perf_counter()`, the work being done when the call returns."""
+
+    def __init__(self, device: str | torch.device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self._pending: list = []
+        self._times: list[float] = []
+
+    def start(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._pending.append([event])
+        else:
+            self._pending.append([time.perf_counter()])
+
+    def stop(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._pending[-1].append(event)
+        else:
+            self._pending[-1].append(time.perf_counter())
+
+    def times(self) -> list[float]:
+        """Seconds of every step started and stopped so far (one device sync on CUDA)."""
+        if self._pending:
+            if self.cuda:
+                self._pending[-1][-1].synchronize()
+                self._times += [a.elapsed_time(b) / 1000 for a, b in self._pending]
+            else:
+                self._times += [b - a for a, b in self._pending]
+            self._pending = []
+        return list(self._times)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (as DomainBed) and make cuDNN deterministic."""
     random.seed(seed)
