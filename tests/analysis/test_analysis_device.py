@@ -1,7 +1,14 @@
 """The analyses on a fake accelerator (`tests.device_harness`): flatness curves, loss surfaces,
 the (mixed) training objective, latent codes and the transferability attack, with the model
 and its data on the device, make no CPU tensor but the seeded host draws of `HOST_DRAWS`, and
-copy to the host only what leaves torch (numpy arrays for the plots and numbers)."""
+copy to the host only what leaves torch (numpy arrays for the plots and numbers). Every op
+they use is one the fake tensors model (none has an output shape that depends on the data).
+
+Not run here, as host code by design: `latent.coverage` and `plotting.embed_2d` (numpy arrays
+in, after `collect_codes` copied them over), the plots, and the loaders of saved runs
+(`loading.load_run`, `transferability.domainbed_models` / `reproduction_models`: files read
+with `map_location="cpu"`, covered by tests/analysis and
+tests/experiments/test_fgsm_transferability.py)."""
 
 from __future__ import annotations
 
