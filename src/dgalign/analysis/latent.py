@@ -39,6 +39,11 @@ class LatentCodes:
     extrapolated: np.ndarray | None = None  # per FGMix mix: any negative weight
 
 
+def _host_array(t: torch.Tensor) -> np.ndarray:
+    """A tensor of any device as a numpy array (copied to the host first)."""
+    return t.detach().cpu().numpy()
+
+
 @torch.no_grad()
 def collect_codes(
     run: LoadedRun, data: RunData, per_env: int, n_mix: int = 0, seed: int = 0
@@ -50,9 +55,9 @@ def collect_codes(
     xs, ys = zip(*[take(split, per_env) for split in data.in_splits], strict=True)
     codes = [algorithm.featurizer(x) for x in xs]
     out = LatentCodes(
-        torch.cat(codes).numpy(),
+        _host_array(torch.cat(codes)),
         np.concatenate([np.full(len(y), i) for i, y in enumerate(ys)]),
-        torch.cat(ys).numpy(),
+        _host_array(torch.cat(ys)),
         data.test_envs,
     )
     if n_mix > 0 and hasattr(algorithm, "mix_weights"):
@@ -61,12 +66,12 @@ def collect_codes(
             run, [xs[i] for i in train], [ys[i] for i in train], n_mix, seed
         )
         tuples = gather([codes[i] for i in train], plan)
-        out.mixes["FGMix"] = (weights[..., None] * tuples).sum(1).numpy()
-        out.extrapolated = ((weights < 0) & plan.mask).any(1).numpy()
+        out.mixes["FGMix"] = _host_array((weights[..., None] * tuples).sum(1))
+        out.extrapolated = _host_array(((weights < 0) & plan.mask).any(1))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             random_w = dirichlet_weights(plan.mask, 1.0).to(tuples.dtype)
-        out.mixes["random interpolation"] = (random_w[..., None] * tuples).sum(1).numpy()
+        out.mixes["random interpolation"] = _host_array((random_w[..., None] * tuples).sum(1))
     return out
 
 

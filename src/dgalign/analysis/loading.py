@@ -191,9 +191,10 @@ def run_data(run: LoadedRun, data_dir: str | None = None) -> RunData:
 
 
 def take(split: Subset, max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `max_samples` rows of a split (all rows for None) as (x, y) tensors."""
+    """The first `max_samples` rows of a split (all rows for None) as (x, y) tensors, on the
+    device of the split's row keys."""
     n = len(split) if max_samples is None else min(len(split), int(max_samples))
-    return split.batch(torch.arange(n))
+    return split.batch(torch.arange(n, device=split.keys.device))
 
 
 def load_source(spec: str, data_dir: str | None = None) -> tuple[LoadedRun, Algorithm, str]:
