@@ -109,11 +109,15 @@ def policy_mixes(
     if not hasattr(algorithm, "mix_weights"):
         raise ConfigError(f"mixes need an FGMix run, got a {run.name} run ({run.source})")
     codes = [_codes(algorithm, x) for x in xs]
-    with torch.random.fork_rng(devices=[]):
+    present = [set(y.tolist()) for y in ys]
+    need = len(ys) if algorithm.hparams["mix_missing"] == "skip" else 2
+    if len(ys) < 2 or not any(sum(c in p for p in present) >= need for c in set().union(*present)):
+        raise ConfigError("no class is shared by enough training domains: nothing to mix")
+    cuda = sorted({y.device.index or 0 for y in ys if y.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):  # the caller's streams, CUDA's too, untouched
         torch.manual_seed(seed)
-        plan = plan_mixes(list(ys), n_mix, algorithm.hparams["mix_missing"])
-        if plan is None:
-            raise ConfigError("no class is shared by two training domains: nothing to mix")
+        plan = plan_mixes(list(ys), n_mix, algorithm.hparams["mix_missing"], algorithm.num_classes)
+        assert plan is not None  # two or more domains
         if algorithm.variant in GRADIENT_INPUTS:
             grads = [
                 algorithm.head_gradients(z, algorithm.classifier(z), y)
