@@ -50,14 +50,15 @@ def gaussian_mmd(
     )
 
 
+MMD_GAMMA = HParam(
+    "mmd_gamma", 1.0, log_uniform(-1, 1), "weight of the alignment penalty", nonnegative()
+)
+
+
 class _PairwiseAlignment(FeaturizerClassifier):
     """min (1/E) sum_e CE_e + gamma * mean_{i<j} D(features_i, features_j)."""
 
-    HPARAMS = (
-        HParam(
-            "mmd_gamma", 1.0, log_uniform(-1, 1), "weight of the alignment penalty", nonnegative()
-        ),
-    )
+    HPARAMS = (MMD_GAMMA,)
 
     @staticmethod
     def discrepancy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
