@@ -57,4 +57,6 @@ def test_update_penalty_averages_all_domain_pairs(tiny, tiny_data):
         pairs = [discrepancy(f[0], f[1]), discrepancy(f[0], f[2]), discrepancy(f[1], f[2])]
         logs = algorithm.update(data)
         torch.testing.assert_close(float(logs["penalty"]), (sum(pairs) / 3).item())
-        torch.testing.assert_close(float(logs["loss"]), logs["nll"] + 3.0 * logs["penalty"])
+        torch.testing.assert_close(
+            float(logs["loss"]), float(logs["nll"]) + 3.0 * float(logs["penalty"])
+        )

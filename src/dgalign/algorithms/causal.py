@@ -14,7 +14,12 @@ import torch
 
 from dgalign.algorithms._common import concat, domain_losses, sizes
 from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
-from dgalign.algorithms.feature_alignment import MMD_GAMMA, coral_discrepancy, gaussian_mmd
+from dgalign.algorithms.feature_alignment import (
+    MMD_GAMMA,
+    alignment_step,
+    coral_discrepancy,
+    gaussian_mmd,
+)
 from dgalign.algorithms.registry import register
 
 
@@ -46,11 +51,7 @@ class _CausIRL(FeaturizerClassifier):
             penalty = torch.nan_to_num(self.discrepancy(first, second))
         else:
             penalty = nll.new_zeros(())
-        loss = nll + self.hparams["mmd_gamma"] * penalty
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
+        return alignment_step(self, nll, penalty)
 
 
 @register

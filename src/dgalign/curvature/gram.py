@@ -154,6 +154,20 @@ def _offdiag_sq(h: Tensor) -> Tensor:
     return h.square().sum() - torch.diagonal(h).square().sum()
 
 
+def _checked_sets(
+    pairs: Sequence[tuple[Tensor, Tensor]], first: int
+) -> list[tuple[Tensor, Tensor]]:
+    """Each (z, logits) checked (named "set {first + e}") and of the first one's head, all
+    cast to the promoted dtype of the z's."""
+    sets = [check_z_logits(z, lg, f"set {first + e}") for e, (z, lg) in enumerate(pairs)]
+    for z, lg in sets[1:]:
+        check_same_head(*sets[0], z, lg)
+    dtype = sets[0][0].dtype
+    for z, _ in sets[1:]:
+        dtype = torch.promote_types(dtype, z.dtype)
+    return [(z.to(dtype), lg.to(dtype)) for z, lg in sets]
+
+
 def head_hessian_sq_norm(
     z: Tensor,
     logits: Tensor,
@@ -184,11 +198,7 @@ def head_hessian_distance(
     "gram" evaluates the whole expression as one quadratic form over the pooled samples with
     weights +1/n1 and -1/n2; "full" builds both Hessians; "auto" picks the cheaper one.
     """
-    z1, logits1 = check_z_logits(z1, logits1, "set 1")
-    z2, logits2 = check_z_logits(z2, logits2, "set 2")
-    check_same_head(z1, logits1, z2, logits2)
-    dtype = torch.promote_types(z1.dtype, z2.dtype)
-    z1, logits1, z2, logits2 = (t.to(dtype) for t in (z1, logits1, z2, logits2))
+    (z1, logits1), (z2, logits2) = _checked_sets([(z1, logits1), (z2, logits2)], first=1)
     n1, n2 = z1.shape[0], z2.shape[0]
     if _choose(method, [n1, n2], logits1.shape[1], z1.shape[1]) == "full":
         sq = (head_hessian(z1, logits1) - head_hessian(z2, logits2)).square().sum()
@@ -230,16 +240,7 @@ def head_hessian_offdiag_sq_norm_of_mean(
             f"need the same positive number of feature and logit sets, got {len(zs)} and "
             f"{len(logits_list)}"
         )
-    sets = [
-        check_z_logits(z, lg, f"set {e}")
-        for e, (z, lg) in enumerate(zip(zs, logits_list, strict=True))
-    ]
-    for z, lg in sets[1:]:
-        check_same_head(*sets[0], z, lg)
-    dtype = sets[0][0].dtype
-    for z, _ in sets[1:]:
-        dtype = torch.promote_types(dtype, z.dtype)
-    sets = [(z.to(dtype), lg.to(dtype)) for z, lg in sets]
+    sets = _checked_sets(list(zip(zs, logits_list, strict=True)), first=0)
     num_sets = len(sets)
     ns = [z.shape[0] for z, _ in sets]
     num_logits, d = sets[0][1].shape[1], sets[0][0].shape[1]
