@@ -8,9 +8,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from dgalign.algorithms._common import concat, random_pairs, sample_beta
+from dgalign.algorithms._common import random_pairs, sample_beta
 from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, choice, interval, log_uniform, positive
@@ -116,14 +115,7 @@ class MixStyle(FeaturizerClassifier):
     ) -> None:
         super().__init__(input_shape, num_classes, num_domains, hparams)
         mix = MixStyleLayer(self.hparams["mixstyle_p"], self.hparams["mixstyle_alpha"])
-        self.featurizer = MixStyleFeaturizer(self.featurizer, mix)
-        self.network = nn.Sequential(self.featurizer, self.classifier)
-        self.optimizer = self.make_optimizer()
+        self.replace_featurizer(MixStyleFeaturizer(self.featurizer, mix))
 
     def update(self, minibatches: Minibatches) -> Logs:
-        all_x, all_y = concat(minibatches)
-        loss = F.cross_entropy(self.network(all_x), all_y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach()}
+        return {"loss": self.erm_step(minibatches).detach()}

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dgalign.hparams import HParam
@@ -128,3 +129,20 @@ class FeaturizerClassifier(Algorithm):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
+
+    def replace_featurizer(self, featurizer: nn.Module) -> None:
+        """Use `featurizer` (e.g. the built one wrapped) before the classifier, with a fresh
+        optimizer over the new network."""
+        self.featurizer = featurizer
+        self.network = nn.Sequential(self.featurizer, self.classifier)
+        self.optimizer = self.make_optimizer()
+
+    def erm_step(self, minibatches: Minibatches) -> torch.Tensor:
+        """One `optimizer` step on the mean CE of all domains' samples; returns the loss."""
+        all_x = torch.cat([x for x, _ in minibatches])
+        all_y = torch.cat([y for _, y in minibatches])
+        loss = F.cross_entropy(self.predict(all_x), all_y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss

@@ -14,9 +14,13 @@ import torch
 
 from dgalign.algorithms._common import concat, domain_losses, sizes
 from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
-from dgalign.algorithms.feature_alignment import coral_discrepancy, gaussian_mmd
+from dgalign.algorithms.feature_alignment import (
+    MMD_GAMMA,
+    alignment_step,
+    coral_discrepancy,
+    gaussian_mmd,
+)
 from dgalign.algorithms.registry import register
-from dgalign.hparams import HParam, log_uniform, nonnegative
 
 
 def split_mixtures(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,11 +36,7 @@ def split_mixtures(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
 class _CausIRL(FeaturizerClassifier):
     """min (1/E) sum_e CE_e + mmd_gamma * D(mixture_1, mixture_2) (module docstring)."""
 
-    HPARAMS = (
-        HParam(
-            "mmd_gamma", 1.0, log_uniform(-1, 1), "weight of the alignment penalty", nonnegative()
-        ),
-    )
+    HPARAMS = (MMD_GAMMA,)
 
     @staticmethod
     def discrepancy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -51,11 +51,7 @@ class _CausIRL(FeaturizerClassifier):
             penalty = torch.nan_to_num(self.discrepancy(first, second))
         else:
             penalty = nll.new_zeros(())
-        loss = nll + self.hparams["mmd_gamma"] * penalty
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
+        return alignment_step(self, nll, penalty)
 
 
 @register

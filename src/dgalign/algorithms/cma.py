@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from dgalign.algorithms.hessian import HeadAlignment, Terms
+from dgalign.algorithms.hessian import REDUCTION_HPARAM, HeadAlignment, Terms
 from dgalign.algorithms.registry import register
 from dgalign.curvature import penalties as closed
 from dgalign.curvature.kfac import kfac_penalty
@@ -149,13 +149,7 @@ class CMA(HeadAlignment):
             "budget for hessian_mode full (MiB)",
             integer(1),
         ),
-        HParam(
-            "reduction",
-            "mean",
-            const("mean"),
-            "mean or sum of the domain terms (sum: CMNIST)",
-            one_of("mean", "sum"),
-        ),
+        REDUCTION_HPARAM,
         HParam(
             "normalization",
             "authors",

@@ -50,14 +50,26 @@ def gaussian_mmd(
     )
 
 
+MMD_GAMMA = HParam(
+    "mmd_gamma", 1.0, log_uniform(-1, 1), "weight of the alignment penalty", nonnegative()
+)
+
+
+def alignment_step(
+    algorithm: FeaturizerClassifier, nll: torch.Tensor, penalty: torch.Tensor
+) -> Logs:
+    """One optimizer step on nll + mmd_gamma * penalty; logs loss, nll and penalty."""
+    loss = nll + algorithm.hparams["mmd_gamma"] * penalty
+    algorithm.optimizer.zero_grad()
+    loss.backward()
+    algorithm.optimizer.step()
+    return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
+
+
 class _PairwiseAlignment(FeaturizerClassifier):
     """min (1/E) sum_e CE_e + gamma * mean_{i<j} D(features_i, features_j)."""
 
-    HPARAMS = (
-        HParam(
-            "mmd_gamma", 1.0, log_uniform(-1, 1), "weight of the alignment penalty", nonnegative()
-        ),
-    )
+    HPARAMS = (MMD_GAMMA,)
 
     @staticmethod
     def discrepancy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -80,11 +92,7 @@ class _PairwiseAlignment(FeaturizerClassifier):
         logits = self.classifier(z)
         nll = torch.stack(domain_losses(logits, minibatches)).mean()
         penalty = self.feature_penalty(features)
-        loss = nll + self.hparams["mmd_gamma"] * penalty
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach(), "nll": nll.detach(), "penalty": penalty.detach()}
+        return alignment_step(self, nll, penalty)
 
 
 @register

@@ -194,6 +194,15 @@ class HeadAlignment(AnnealedPenalty):
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
+REDUCTION_HPARAM = HParam(
+    "reduction",
+    "mean",
+    const("mean"),
+    "mean or sum of the domain terms (sum: CMNIST)",
+    one_of(*REDUCTIONS),
+)
+
+
 def alignment_hparams(
     hess: float,
     hess_rng: tuple[float, float],
@@ -234,13 +243,7 @@ def alignment_hparams(
             "mean terms from the pooled loss, or envs: the mean of the domain losses (CMNIST)",
             one_of("pooled", "envs"),
         ),
-        HParam(
-            "reduction",
-            "mean",
-            const("mean"),
-            "mean or sum of the domain terms (sum: CMNIST)",
-            one_of("mean", "sum"),
-        ),
+        REDUCTION_HPARAM,
         HParam(
             "penalty_anneal_iters",
             0,

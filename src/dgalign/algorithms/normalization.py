@@ -7,10 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch.nn.functional as F
-from torch import nn
-
-from dgalign.algorithms._common import concat
 from dgalign.algorithms.base import FeaturizerClassifier, Logs, Minibatches
 from dgalign.algorithms.registry import register
 from dgalign.hparams import HParam, const, integer, interval
@@ -44,16 +40,9 @@ class CNSN(FeaturizerClassifier):
         hparams: dict[str, Any],
     ) -> None:
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        self.featurizer = CNSNFeaturizer(
-            self.featurizer, self.hparams["cnsn_p"], self.hparams["cnsn_active"]
+        self.replace_featurizer(
+            CNSNFeaturizer(self.featurizer, self.hparams["cnsn_p"], self.hparams["cnsn_active"])
         )
-        self.network = nn.Sequential(self.featurizer, self.classifier)
-        self.optimizer = self.make_optimizer()
 
     def update(self, minibatches: Minibatches) -> Logs:
-        all_x, all_y = concat(minibatches)
-        loss = F.cross_entropy(self.network(all_x), all_y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach()}
+        return {"loss": self.erm_step(minibatches).detach()}

@@ -274,12 +274,7 @@ class Transfer(FeaturizerClassifier):
         return losses.max() - losses.min()
 
     def update(self, minibatches: Minibatches) -> Logs:
-        all_x, all_y = concat(minibatches)
-        loss = F.cross_entropy(self.predict(all_x), all_y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-
+        loss = self.erm_step(minibatches)
         gap = self.hparams["t_lambda"] * self.loss_gap(minibatches)
         self.optimizer.zero_grad()
         gap.backward()

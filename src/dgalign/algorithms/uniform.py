@@ -146,9 +146,7 @@ class URM(FeaturizerClassifier):
             raise ConfigError(
                 f"urm_generator_output must be one of {', '.join(NOISE_BOX)}, got {output!r}"
             )
-        self.featurizer = ActivatedFeaturizer(self.featurizer, ACTIVATIONS[output]())
-        self.network = nn.Sequential(self.featurizer, self.classifier)
-        self.optimizer = self.make_optimizer()
+        self.replace_featurizer(ActivatedFeaturizer(self.featurizer, ACTIVATIONS[output]()))
         self.discriminator = uniform_discriminator(
             self.featurizer.n_outputs, int(self.hparams["urm_discriminator_hidden_layers"])
         )

@@ -83,16 +83,18 @@ def augment(z: Tensor) -> Tensor:
     return torch.cat([z, z.new_ones(z.shape[0], 1)], dim=1)
 
 
-def check_sets(zs: Sequence[Tensor], logits: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
-    """Validate K >= 1 (z, logits) sets of one head; return them in their common dtype."""
+def check_sets(
+    zs: Sequence[Tensor], logits: Sequence[Tensor], first: int = 0
+) -> list[tuple[Tensor, Tensor]]:
+    """Validate K >= 1 (z, logits) sets of one head (named "set first", "set first + 1", ...
+    in errors); return them in their common dtype."""
     if len(zs) != len(logits) or len(zs) == 0:
         raise ValueError(
             f"need the same positive number of feature and logit sets, got {len(zs)} and "
             f"{len(logits)}"
         )
-    sets = [
-        check_z_logits(z, lg, f"set {e}") for e, (z, lg) in enumerate(zip(zs, logits, strict=True))
-    ]
+    pairs = enumerate(zip(zs, logits, strict=True), start=first)
+    sets = [check_z_logits(z, lg, f"set {e}") for e, (z, lg) in pairs]
     for z, lg in sets[1:]:
         check_same_head(*sets[0], z, lg)
     dtype = sets[0][0].dtype

@@ -18,7 +18,12 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from dgalign.curvature._checks import augment, check_same_head, check_z_logits, probabilities
+from dgalign.curvature._checks import (
+    augment,
+    check_sets,
+    check_z_logits,
+    probabilities,
+)
 from dgalign.curvature.head import head_hessian, head_hessian_diag
 
 __all__ = [
@@ -116,12 +121,9 @@ def head_hessian_inner(
     `checkpoint=True` each chunk is recomputed during backward instead of keeping its
     intermediates, so memory stays bounded under autograd too (costs one extra forward).
     """
-    z1, logits1 = check_z_logits(z1, logits1, "set 1")
-    z2, logits2 = check_z_logits(z2, logits2, "set 2")
-    check_same_head(z1, logits1, z2, logits2)
-    dtype = torch.promote_types(z1.dtype, z2.dtype)
-    a = _prepare(z1.to(dtype), logits1.to(dtype), 1.0 / z1.shape[0])
-    b = _prepare(z2.to(dtype), logits2.to(dtype), 1.0 / z2.shape[0])
+    (z1, logits1), (z2, logits2) = check_sets([z1, z2], [logits1, logits2], first=1)
+    a = _prepare(z1, logits1, 1.0 / z1.shape[0])
+    b = _prepare(z2, logits2, 1.0 / z2.shape[0])
     return _quadratic(*a, *b, chunk_size=chunk_size, checkpoint=checkpoint)
 
 
@@ -184,11 +186,7 @@ def head_hessian_distance(
     "gram" evaluates the whole expression as one quadratic form over the pooled samples with
     weights +1/n1 and -1/n2; "full" builds both Hessians; "auto" picks the cheaper one.
     """
-    z1, logits1 = check_z_logits(z1, logits1, "set 1")
-    z2, logits2 = check_z_logits(z2, logits2, "set 2")
-    check_same_head(z1, logits1, z2, logits2)
-    dtype = torch.promote_types(z1.dtype, z2.dtype)
-    z1, logits1, z2, logits2 = (t.to(dtype) for t in (z1, logits1, z2, logits2))
+    (z1, logits1), (z2, logits2) = check_sets([z1, z2], [logits1, logits2], first=1)
     n1, n2 = z1.shape[0], z2.shape[0]
     if _choose(method, [n1, n2], logits1.shape[1], z1.shape[1]) == "full":
         sq = (head_hessian(z1, logits1) - head_hessian(z2, logits2)).square().sum()
@@ -225,21 +223,7 @@ def head_hessian_offdiag_sq_norm_of_mean(
     ||H_mean||_F^2 = (1/E^2) sum_{e,f} <H_e, H_f> (one pooled quadratic form with weights
     1/(E n_e)) and diag(H_mean) = mean_e diag(H_e).
     """
-    if len(zs) != len(logits_list) or len(zs) == 0:
-        raise ValueError(
-            f"need the same positive number of feature and logit sets, got {len(zs)} and "
-            f"{len(logits_list)}"
-        )
-    sets = [
-        check_z_logits(z, lg, f"set {e}")
-        for e, (z, lg) in enumerate(zip(zs, logits_list, strict=True))
-    ]
-    for z, lg in sets[1:]:
-        check_same_head(*sets[0], z, lg)
-    dtype = sets[0][0].dtype
-    for z, _ in sets[1:]:
-        dtype = torch.promote_types(dtype, z.dtype)
-    sets = [(z.to(dtype), lg.to(dtype)) for z, lg in sets]
+    sets = check_sets(zs, logits_list)
     num_sets = len(sets)
     ns = [z.shape[0] for z, _ in sets]
     num_logits, d = sets[0][1].shape[1], sets[0][0].shape[1]

@@ -31,7 +31,6 @@ from torch import Tensor
 
 from dgalign.curvature._checks import (
     augment,
-    check_same_head,
     check_sets,
     check_z_logits,
     probabilities,
@@ -100,11 +99,7 @@ def _pair_matrix(zt1: Tensor, p1: Tensor, zt2: Tensor, p2: Tensor) -> Tensor:
 
 def head_third_inner(z1: Tensor, logits1: Tensor, z2: Tensor, logits2: Tensor) -> Tensor:
     """<T_1, T_2>_F = (1/(n1 n2)) sum_{i,j} <T(p_i), T(q_j)> (z~_i . z~_j)^3, without T."""
-    z1, logits1 = check_z_logits(z1, logits1, "set 1")
-    z2, logits2 = check_z_logits(z2, logits2, "set 2")
-    check_same_head(z1, logits1, z2, logits2)
-    dtype = torch.promote_types(z1.dtype, z2.dtype)
-    z1, logits1, z2, logits2 = (t.to(dtype) for t in (z1, logits1, z2, logits2))
+    (z1, logits1), (z2, logits2) = check_sets([z1, z2], [logits1, logits2], first=1)
     pairs = _pair_matrix(augment(z1), probabilities(logits1), augment(z2), probabilities(logits2))
     return pairs.mean()
 
