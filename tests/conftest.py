@@ -1,4 +1,5 @@
-"""Shared fixtures: a fast run configuration on Spurious28; one thread count for every test.
+"""Shared fixtures: a fast run configuration on Spurious28; one thread count for every test;
+the tests that start a Ray instance kept on one pytest-xdist worker.
 
 Floating-point results depend on the summation order, and BLAS picks its blocking by the number
 of threads. So the whole suite, and every process it starts (through OMP_NUM_THREADS /
@@ -24,3 +25,12 @@ FAST_HPARAMS = '{"backbone": "mlp", "mlp_width": 32, "batch_size": 16}'
 @pytest.fixture
 def fast_hparams() -> str:
     return FAST_HPARAMS
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Tests that start a local Ray instance (the `ray_local` fixture, or "ray" in the test's
+    name) form one xdist group, so that under `--dist loadgroup` they run one after another
+    on one worker and never see another test's Ray processes."""
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()) or "ray" in item.name.split("_"):
+            item.add_marker(pytest.mark.xdist_group("ray"))

@@ -40,6 +40,8 @@ def _hparams(name: str, backbone: str) -> dict:
     for key in ("penalty_anneal_iters", "start_step"):  # the penalised branch from step 0
         if key in hparams:
             hparams[key] = 0
+    if "d_steps_per_g" in hparams:  # Transfer: one ascent step shows its device use as ten do
+        hparams["d_steps_per_g"] = 1
     return hparams
 
 
