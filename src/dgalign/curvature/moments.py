@@ -108,14 +108,14 @@ def _place_blocks(h: Tensor, blocks: Tensor, c: int, width: int) -> None:
 
 
 def _hessian_chunk_vjp_one_logit(
-    gam: Tensor, zc: Tensor, p: Tensor, buf: Tensor
+    gam: Tensor, zc: Tensor, p: Tensor, out: Tensor
 ) -> tuple[Tensor, Tensor]:
     """(dL/dp [B, rows, 1], dL/dZ [B, rows, d]) of <Gam, Z~^T diag(s) Z~> for a symmetric Gam
     [B, D, D] (1/n folded in), without building Z~: Y = Z Gam_zz + Gam_bz = (Gam z~)[:d],
-    z~^T Gam z~ = z . Y + z . Gam_zb + Gam_bb, dZ = 2 s Y."""
-    rows, d = zc.shape[1], zc.shape[2]
+    z~^T Gam z~ = z . Y + z . Gam_zb + Gam_bb, dZ = 2 s Y (written into `out` [B, rows, d])."""
+    d = zc.shape[2]
     g_zb = gam[:, :d, d]
-    y = torch.baddbmm(g_zb[:, None, :], zc, gam[:, :d, :d], out=buf[:, :rows, :d])
+    y = torch.baddbmm(g_zb[:, None, :], zc, gam[:, :d, :d], out=out)
     quad = torch.linalg.vecdot(y, zc) + (zc @ g_zb[..., None])[..., 0] + gam[:, d, d][:, None]
     s = p * (1 - p)
     return quad[..., None] * (1 - 2 * p), y.mul_(2 * s)
@@ -138,13 +138,16 @@ def _hessian_chunk_vjp(gam: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> tuple
 
 
 def _write(dz: Tensor, lo: int, hi: int, left: Tensor, rhs: Tensor, extra: Tensor | None) -> None:
-    """dz[:, lo:hi] = extra + left @ rhs, straight into dz where the slice is contiguous."""
+    """dz[:, lo:hi] = extra + left @ rhs, straight into dz where the slice is contiguous (where
+    `_Moments.backward` already wrote `extra` into those rows, it is not copied again)."""
     if dz.shape[0] == 1:  # one restart: the row slice is contiguous
         out = dz[:, lo:hi]
         if extra is None:
             torch.bmm(left, rhs, out=out)
         else:
-            torch.baddbmm(extra, left, rhs, out=out)
+            if extra.data_ptr() != out.data_ptr():
+                out.copy_(extra)
+            out.baddbmm_(left, rhs)
     elif extra is None:
         dz[:, lo:hi] = torch.bmm(left, rhs)
     else:
@@ -236,6 +239,8 @@ class _Moments(torch.autograd.Function):
                 zc, pc, rc = z[:, lo:hi], p_all[:, lo:hi], r_all[:, lo:hi]
                 dp = None
                 extra = None
+                # the penalty's dZ terms go straight into dz's rows when they are contiguous
+                target = dz[:, lo:hi] if b == 1 else None
                 if dg is not None:
                     dp = torch.baddbmm(dg[:, None, :, d], zc, dg[..., :d].mT)
                 if dq is not None:
@@ -244,10 +249,14 @@ class _Moments(torch.autograd.Function):
                     du = torch.baddbmm(dq[:, None, :, d], sq, dq[..., :d].mT)
                     part = _square_vjp(square, pc, rc, du)
                     dp = part if dp is None else dp + part
-                    extra = torch.bmm(uc, dq[..., :d], out=sq).mul_(zc).mul_(2)
+                    out = sq if target is None else target
+                    extra = torch.bmm(uc, 2 * dq[..., :d], out=out).mul_(zc)
                 if gam is not None:
                     if c == 1:
-                        part, dzt = _hessian_chunk_vjp_one_logit(gam, zc, pc, buf)
+                        out = target if extra is None and target is not None else None
+                        if out is None:
+                            out = buf[:, : hi - lo, :d]
+                        part, dzt = _hessian_chunk_vjp_one_logit(gam, zc, pc, out)
                     else:
                         part, dzt = _hessian_chunk_vjp(gam, augmented(zc, tbuf), pc, buf)
                     dp = part if dp is None else dp + part
