@@ -6,7 +6,9 @@ import pytest
 
 from dgalign.errors import ConfigError
 from dgalign.selection import (
+    Choice,
     IIDAccuracySelectionMethod,
+    IIDAutoLRAccuracySelectionMethod,
     LeaveOneOutSelectionMethod,
     OracleSelectionMethod,
     get_methods,
@@ -136,3 +138,38 @@ def test_get_methods():
     assert get_methods("oracle") == [OracleSelectionMethod]
     with pytest.raises(ConfigError, match="unknown --selection 'best'; valid values: training"):
         get_methods("best")
+
+
+def with_full_data(record, fd_in_acc):
+    """`record` plus full-data retrain accuracies `fd_env{i}_in_acc` (per-env list)."""
+    return {**record, **{f"fd_env{i}_in_acc": acc for i, acc in enumerate(fd_in_acc)}}
+
+
+def test_autolr_selects_as_training_domain_but_reports_full_data_test_accuracy():
+    # Same choice as training-domain validation (h0 at step 1, val 0.80), but the test accuracy
+    # is fd_env0_in_acc of that record (0.61), not env0_in_acc (0.52) nor another env's fd key.
+    fd = [[0.11, 0.9, 0.9], [0.61, 0.1, 0.1], [0.71, 0.2, 0.2], [0.81, 0.3, 0.3]]
+    records = [with_full_data(r, f) for r, f in zip(SINGLES, fd, strict=True)]
+    method = get_methods("autolr")[0]
+    assert method is IIDAutoLRAccuracySelectionMethod
+    choice = method.run_acc(records[:2])
+    assert choice == Choice(pytest.approx(0.80), 0.61, 1)
+    assert method.sweep_acc(records) == 0.61
+
+
+def test_autolr_skips_records_without_full_data_keys():
+    # h0's step-1 record lacks fd keys: h0 falls back to step 0 (val 0.65), h1's step 0 (0.75)
+    # wins with its fd accuracy; a sweep with no fd keys has no result (None), not a KeyError.
+    records = [
+        with_full_data(SINGLES[0], [0.11, 0, 0]),
+        SINGLES[1],
+        with_full_data(SINGLES[2], [0.71, 0, 0]),
+        with_full_data(SINGLES[3], [0.81, 0, 0]),
+    ]
+    assert IIDAutoLRAccuracySelectionMethod.sweep_acc(records) == 0.71
+    assert IIDAutoLRAccuracySelectionMethod.sweep_acc(SINGLES) is None
+
+
+def test_autolr_is_opt_in_for_all():
+    assert IIDAutoLRAccuracySelectionMethod not in get_methods("all")
+    assert [m.key for m in get_methods("all")] == ["training", "loo", "oracle"]

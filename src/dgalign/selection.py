@@ -13,6 +13,11 @@ the best (`sweep_acc`). Test accuracy is always the test env's `in` split.
   needs those pair runs at that step, else the step is unusable.
 - test-domain validation, oracle (`OracleSelectionMethod`): the last checkpoint; configurations
   ranked by the test env's `out` accuracy.
+- auto-lr training-domain validation (`IIDAutoLRAccuracySelectionMethod`, key `autolr`): chosen
+  as training-domain validation, but the reported test accuracy is `fd_env{test}_in_acc`, the
+  accuracy of the full-data retrain (DomainBed's `train_autolr`) at that step; records without
+  that key are skipped, so a sweep without full-data retrains has no result under it. It is not
+  part of `all`: ask for it with `--selection autolr`.
 
 Ties break as DomainBed's do: the earliest checkpoint among equal validation accuracies, and the
 configuration with the larger hparams seed among equal ones. NaN ranks lowest.
@@ -86,6 +91,7 @@ class SelectionMethod:
     name: ClassVar[str] = ""
     key: ClassVar[str] = ""
     short: ClassVar[str] = ""
+    in_all: ClassVar[bool] = True  # whether `--selection all` includes the method
 
     @classmethod
     def run_acc(cls, records: list[Record]) -> Choice | None:
@@ -192,6 +198,33 @@ class OracleSelectionMethod(SelectionMethod):
         return Choice(last[f"env{test_env}_out_acc"], last[f"env{test_env}_in_acc"], last["step"])
 
 
+class IIDAutoLRAccuracySelectionMethod(SelectionMethod):
+    """Auto-lr training-domain validation: the checkpoint maximising the mean `out` accuracy of
+    the training envs among the records that carry the full-data retrain's accuracies; the test
+    accuracy is the retrain's `fd_env{test}_in_acc` at that step."""
+
+    name = "auto lr training-domain validation set"
+    key = "autolr"
+    short = "auto-lr training-domain validation"
+    in_all: ClassVar[bool] = False  # opt-in: `all` keeps the three methods of existing reports
+
+    @classmethod
+    def step_acc(cls, record: Record) -> Choice | None:
+        """The training-domain choice of `record` with the full-data test accuracy, or None
+        when the record has no `fd_env{test}_in_acc`."""
+        test_env = test_envs(record)[0]
+        test_acc = record.get(f"fd_env{test_env}_in_acc")
+        if test_acc is None:
+            return None
+        chosen = IIDAccuracySelectionMethod.step_acc(record)
+        return Choice(chosen.val_acc, test_acc, chosen.step)
+
+    @classmethod
+    def run_acc(cls, records: list[Record]) -> Choice | None:
+        choices = [cls.step_acc(r) for r in _single_test_env(records)]
+        return _argmax([c for c in choices if c is not None])
+
+
 METHODS: tuple[type[SelectionMethod], ...] = (
     IIDAccuracySelectionMethod,
     LeaveOneOutSelectionMethod,
@@ -210,7 +243,7 @@ SELECTION_METHODS: Registry[type[SelectionMethod]] = Registry(
     fix="subclass dgalign.selection.SelectionMethod and set key, name, short and run_acc",
     what="value",
 )
-for _method in METHODS:
+for _method in (*METHODS, IIDAutoLRAccuracySelectionMethod):
     SELECTION_METHODS.register(_method, name=_method.key)
 
 
@@ -222,10 +255,10 @@ def register_selection(cls=None):
 
 
 def get_methods(key: str) -> list[type[SelectionMethod]]:
-    """`training`, `loo`, `oracle` (or a registered key) or `all` -> the methods; ConfigError
-    otherwise."""
+    """`training`, `loo`, `oracle`, `autolr` (or a registered key) or `all` -> the methods;
+    `all` leaves out the opt-in ones (`in_all` False, e.g. `autolr`); ConfigError otherwise."""
     if key == "all":
-        return [cls for _, cls in SELECTION_METHODS.items()]
+        return [cls for _, cls in SELECTION_METHODS.items() if getattr(cls, "in_all", True)]
     if key not in SELECTION_METHODS:
         from dgalign.errors import ConfigError
 

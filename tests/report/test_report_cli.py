@@ -23,6 +23,15 @@ def test_formats_and_output_file(golden_sweep, tmp_path, capsys):
     assert out.splitlines()[0] == "selection,table,algorithm,column,mean,stderr,n_trials,text,notes"
 
 
+def test_autolr_selection_is_shown_only_when_asked(golden_sweep, capsys):
+    # the golden sweep has no full-data retrains: the method is listed, every cell missing
+    code, out, _ = run(["report", str(golden_sweep), "--selection", "autolr"], capsys)
+    assert code == 0
+    assert "auto lr training-domain validation set" in out
+    code, out, _ = run(["report", str(golden_sweep)], capsys)
+    assert code == 0 and "auto lr" not in out
+
+
 def test_plots_are_written(golden_sweep, tmp_path, capsys):
     plot_dir = tmp_path / "plots"
     code, out, _ = run(

@@ -76,7 +76,7 @@ def test_builtin_registries_are_filled():
     assert get_dataset_class("Debug28") is DATASETS.get("Debug28")
     assert BACKBONES.names()[:2] == ["mnist_cnn", "mlp"]
     assert LAUNCHERS.names() == ["local", "ray", "slurm", "dummy"]
-    assert SELECTION_METHODS.names() == ["training", "loo", "oracle"]
+    assert SELECTION_METHODS.names() == ["training", "loo", "oracle", "autolr"]
     assert len(get_methods("all")) == 3
 
 

@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "to --output or DIR/report.html; DIR may also be a `reproduce cmnist` directory)",
     )
     parser.add_argument(
-        "--selection", default="all", help="training | loo | oracle | all (default all)"
+        "--selection",
+        default="all",
+        help="training | loo | oracle | autolr | all (default all: every method but autolr)",
     )
     parser.add_argument(
         "--include-incomplete",
