@@ -137,15 +137,23 @@ def _hessian_chunk_vjp(gam: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> tuple
     return dp, dzt
 
 
-def _write(dz: Tensor, lo: int, hi: int, left: Tensor, rhs: Tensor, extra: Tensor | None) -> None:
-    """dz[:, lo:hi] = extra + left @ rhs, straight into dz where the slice is contiguous (where
-    `_Moments.backward` already wrote `extra` into those rows, it is not copied again)."""
+def _write(
+    dz: Tensor,
+    lo: int,
+    hi: int,
+    left: Tensor,
+    rhs: Tensor,
+    extra: Tensor | None,
+    in_dz: bool = False,
+) -> None:
+    """dz[:, lo:hi] = extra + left @ rhs, straight into dz where the slice is contiguous;
+    `in_dz`: `extra` already lies in those rows of dz (written there by `_Moments.backward`)."""
     if dz.shape[0] == 1:  # one restart: the row slice is contiguous
         out = dz[:, lo:hi]
         if extra is None:
             torch.bmm(left, rhs, out=out)
         else:
-            if extra.data_ptr() != out.data_ptr():
+            if not in_dz:
                 out.copy_(extra)
             out.baddbmm_(left, rhs)
     elif extra is None:
@@ -239,6 +247,7 @@ class _Moments(torch.autograd.Function):
                 zc, pc, rc = z[:, lo:hi], p_all[:, lo:hi], r_all[:, lo:hi]
                 dp = None
                 extra = None
+                in_dz = False  # whether `extra` was written straight into dz's rows
                 # the penalty's dZ terms go straight into dz's rows when they are contiguous
                 target = dz[:, lo:hi] if b == 1 else None
                 if dg is not None:
@@ -251,11 +260,12 @@ class _Moments(torch.autograd.Function):
                     dp = part if dp is None else dp + part
                     out = sq if target is None else target
                     extra = torch.bmm(uc, 2 * dq[..., :d], out=out).mul_(zc)
+                    in_dz = target is not None
                 if gam is not None:
                     if c == 1:
-                        out = target if extra is None and target is not None else None
-                        if out is None:
-                            out = buf[:, : hi - lo, :d]
+                        out = buf[:, : hi - lo, :d]
+                        if extra is None and target is not None:
+                            out, in_dz = target, True
                         part, dzt = _hessian_chunk_vjp_one_logit(gam, zc, pc, out)
                     else:
                         part, dzt = _hessian_chunk_vjp(gam, augmented(zc, tbuf), pc, buf)
@@ -270,7 +280,7 @@ class _Moments(torch.autograd.Function):
                 dl_all[:, lo:hi] = dl
                 dw.baddbmm_(dl.mT, zc)
                 left = dl if dg is None else torch.cat([dl, rc], -1)
-                _write(dz, lo, hi, left, rhs, extra)
+                _write(dz, lo, hi, left, rhs, extra, in_dz)
         return dz, dw, dl_all.sum(1), None, None, None, None
 
 
