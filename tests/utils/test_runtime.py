@@ -1,5 +1,10 @@
-"""The device a command asks for: refused early, in one line, when it cannot exist here."""
+"""The runtime: devices refused early, in one line, when they cannot exist here; step timing;
+the allocator setting that keeps freed host memory."""
 
+import os
+import platform
+import subprocess
+import sys
 import time
 
 import pytest
@@ -68,3 +73,51 @@ def test_step_timer_on_the_cpu_times_each_step():
     first, second = timer.times()
     assert 0 <= first < second and second >= 0.02
     assert timer.times() == [first, second]  # read once, kept
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+from dgalign.utils.runtime import keep_freed_memory
+
+N = 25_000_000  # 100 MB of float32: above glibc's largest mmap threshold (32 MiB)
+
+
+def faults_of_fills(times):
+    for _ in range(times):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        x = torch.empty(N); x.fill_(1.0); del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+default = faults_of_fills(3)
+kept = keep_freed_memory()
+# the heap grows for the first few (64-byte aligned blocks do not fit the freed ones exactly)
+print(default, int(kept), faults_of_fills(12))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="mallopt is glibc's",
+)
+@pytest.mark.parametrize("env", ["1", "0"])
+def test_keep_freed_memory_reuses_large_blocks_without_page_faults(env):
+    """A 100 MB tensor allocated again after a free faults in all its ~24,000 pages by default;
+    once freed memory is kept, allocations reuse the heap's pages after a few rounds (the
+    12th: almost no faults).
+    DGALIGN_KEEP_FREED_MEMORY=0 leaves the default. Mutation caught: dropping the M_MMAP_MAX
+    call (the 100 MB block is mmapped and unmapped again: the kept run faults as the default)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT],
+        env={**os.environ, "DGALIGN_KEEP_FREED_MEMORY": env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    default, kept, faults = (int(v) for v in out)
+    pages = 100_000_000 // 4096
+    assert default > pages // 2
+    if env == "1":
+        assert kept == 1 and faults < pages // 20
+    else:
+        assert kept == 0 and faults > pages // 2

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dgalign.errors import ConfigError, DGAlignError
+from dgalign.utils.runtime import keep_freed_memory
 
 
 class FixedFeatures(nn.Identity):
@@ -65,7 +66,9 @@ def script_main(
     run: Callable[[argparse.Namespace], int],
     argv: Sequence[str] | None = None,
 ) -> int:
-    """Entry point of a `benchmarks/*.py` script: parse, run, errors as one line (exit 2)."""
+    """Entry point of a `benchmarks/*.py` script: parse, run, errors as one line (exit 2).
+    Freed host memory is kept for reuse, as under the `dgalign` command."""
+    keep_freed_memory()
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     add_arguments(parser)
     try:

@@ -82,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dgalign` console command; returns the exit code.
 
     Plugins (`--plugin`, anywhere on the line) load first, so that what they register is
-    known to the argument parser and to every check."""
+    known to the argument parser and to every check. Freed host memory is kept for reuse
+    (`utils.runtime.keep_freed_memory`; DGALIGN_KEEP_FREED_MEMORY=0 turns it off)."""
     from dgalign.plugins import load_plugins, parse_plugin_args
+    from dgalign.utils.runtime import keep_freed_memory
 
+    keep_freed_memory()
     specs, argv = parse_plugin_args(sys.argv[1:] if argv is None else list(argv))
     try:
         load_plugins(specs)

@@ -1,10 +1,13 @@
 """The process's runtime: the torch device a command asks for, an honest clock for timing work
-on it, the seeding of every random generator a run draws from, and the float32 matmul
-precision and determinism."""
+on it, the seeding of every random generator a run draws from, the float32 matmul
+precision and determinism, and how the C allocator treats freed host memory."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import logging
 import os
 import random
 import time
@@ -123,3 +126,35 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+#: environment variable that turns `keep_freed_memory` off when set to 0
+KEEP_FREED_MEMORY_ENV = "DGALIGN_KEEP_FREED_MEMORY"
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
+_TRIM_THRESHOLD = 2**31 - 1  # bytes of free memory at the heap's top kept before trimming
+_log = logging.getLogger(__name__)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed host memory for reuse; True if it now does.
+
+    By default glibc serves every block above 32 MiB by a fresh `mmap` and unmaps it on free,
+    so each step of a full-batch CPU run (tensors of tens of MB) faults in and zeroes every
+    page of its activations and gradients again. `mallopt(M_MMAP_MAX, 0)` serves them from
+    the heap instead and `M_TRIM_THRESHOLD` = 2 GiB keeps freed heap memory mapped, so later
+    steps reuse it (the process keeps its peak resident size, as a CUDA caching allocator
+    does). Only glibc (Linux) has these knobs: elsewhere, or with DGALIGN_KEEP_FREED_MEMORY=0,
+    nothing changes and the result is False."""
+    if os.environ.get(KEEP_FREED_MEMORY_ENV, "1").strip() == "0":
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+    if not ok:
+        _log.debug("mallopt refused the settings; host memory is managed as by default")
+    return ok
