@@ -9,6 +9,7 @@ from dgalign.hparams import (
     HParam,
     boolean,
     const,
+    finite,
     integer,
     interval,
     nonnegative,
@@ -80,7 +81,7 @@ GLSD_HPARAMS = (
         0.0,
         const(0.0),
         "tau of utilities 2, 3, 4",
-        interval(-1e6, 1e6),
+        finite(),
     ),
     HParam(
         "glsd_penalty_lambda_min",
