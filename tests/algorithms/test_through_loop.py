@@ -23,12 +23,14 @@ EARLY = {
     "EQRM": {"eqrm_burnin_iters": 2},
     "RDM": {"rdm_penalty_anneal_iters": 2},
     "DDG": {"ddg_pretrain_steps": 3},  # the interruption falls in stage 2
+    "GLSD_SSD": {"glsd_lossbalancer_warmup": 2, "glsd_update_worst_env_every_steps": 2},
+    "GLSD_FSD": {"glsd_lossbalancer_warmup": 2, "glsd_update_worst_env_every_steps": 2},
 }
 #: Generic switch steps, set to 2 wherever an algorithm has them (penalties, FGMix's start).
 SWITCHES = ("penalty_anneal_iters", "start_step")
 EXACT = [
     "ERMPlusPlus", "TRM", "Transfer", "IB_ERM", "IB_IRM", "CAD", "CondCAD",
-    "CausIRL_CORAL", "CausIRL_MMD", "EQRM", "RDM", "ADRMX", "URM",
+    "CausIRL_CORAL", "CausIRL_MMD", "EQRM", "RDM", "ADRMX", "URM", "GLSD_SSD", "GLSD_FSD",
     "CNSN", "MetaMixup", "L2AOT", "DDG",
 ]  # fmt: skip
 DATASETS = {"Debug28": {"backbone": "mlp", "mlp_width": 16}, "ColoredMNIST": {}}

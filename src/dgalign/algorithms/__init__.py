@@ -27,6 +27,7 @@ from dgalign.algorithms import causal  # noqa: F401  (CausIRL_CORAL, CausIRL_MMD
 from dgalign.algorithms import risk_distribution  # noqa: F401  (EQRM, RDM)
 from dgalign.algorithms import disentangle  # noqa: F401  (ADRMX)
 from dgalign.algorithms import uniform  # noqa: F401  (URM)
+from dgalign.algorithms import glsd  # noqa: F401  (GLSD_SSD, GLSD_FSD)
 from dgalign.algorithms import normalization  # noqa: F401  (CNSN)
 from dgalign.algorithms import meta_mixup  # noqa: F401  (MetaMixup)
 from dgalign.algorithms import novel_domains  # noqa: F401  (L2AOT)
