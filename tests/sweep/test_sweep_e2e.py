@@ -1,6 +1,7 @@
 """End to end: a tiny DomainBed sweep (Spurious28, 2 algorithms, 2 hparams draws, 2 trials, all
-single and pair test envs = 48 jobs) with the local launcher and with Ray; one job SIGKILLed
-mid-run; relaunch; a complete report under all three selection methods."""
+single and pair test envs = 48 jobs) with the local launcher, and its part for one hparams
+draw (24 jobs) with Ray; one job SIGKILLed mid-run; relaunch; a complete report
+under all three selection methods."""
 
 import json
 import threading
@@ -20,12 +21,13 @@ pytestmark = pytest.mark.slow  # real processes; a few seconds each
 CHEAP_SECOND = ("IRM", "VREx", "CORAL", "GroupDRO", "MMD")
 
 
-def sweep_jobs(kit, tmp_path):
-    """48 jobs: ERM and a cheap second algorithm if one is registered, else ERM twice with
-    different hyper-parameters (two launches into the same sweep directory)."""
+def sweep_jobs(kit, tmp_path, full=True):
+    """48 jobs (`full`; 24 without the second hparams draw): ERM and a
+    cheap second algorithm if one is registered, else ERM twice with different
+    hyper-parameters (two launches into the same sweep directory)."""
     second = next((a for a in CHEAP_SECOND if a in algorithms.names()), None)
     grid = {
-        "n_hparams": 2,
+        "n_hparams": 2 if full else 1,
         "n_trials": 2,
         "single_test_envs": False,
         "steps": 6,
@@ -53,9 +55,9 @@ def launch_with_a_kill(kit, launcher, jobs):
     return result["summary"], killed
 
 
-def check_complete_report(sweep_dir, n_algorithms):
+def check_complete_report(sweep_dir, n_algorithms, n_jobs=48):
     runs = load_runs(sweep_dir)
-    assert len(runs) == 48 and all(r.state is JobState.DONE for r in runs)
+    assert len(runs) == n_jobs and all(r.state is JobState.DONE for r in runs)
     for method in METHODS:
         tables = build_tables(runs, method)
         assert [t.dataset for t in tables] == ["Spurious28", None]
@@ -86,7 +88,8 @@ def check_killed_then_resumed(kit, killed, summary, sweep_dir, relaunch):
     assert run_state(killed.output_dir) is JobState.FAILED
     lines = []
     counts = print_status(relaunch["jobs"], sweep_dir, out=lines.append)
-    assert counts[JobState.FAILED] == len(summary.failed) and counts[JobState.DONE] >= 40
+    assert counts[JobState.FAILED] == len(summary.failed)
+    assert counts[JobState.DONE] == len(summary.completed) >= len(relaunch["jobs"]) - 8
     again = relaunch["launcher"].run(relaunch["jobs"])
     assert killed in again.completed and not again.failed
     assert "resuming" in (killed.output_dir / "out.txt").read_text()
@@ -108,10 +111,11 @@ def test_local_sweep_end_to_end(kit, tmp_path):
 
 
 def test_ray_sweep_end_to_end(kit, tmp_path, ray_local):
-    jobs, n_algorithms = sweep_jobs(kit, tmp_path)
+    jobs, n_algorithms = sweep_jobs(kit, tmp_path, full=False)
+    assert len(jobs) == 24
     summary, killed = launch_with_a_kill(kit, RayLauncher(out=lambda _: None), jobs)
     failure = dict((j.name, d) for j, d in summary.failed)[killed.name]
     assert failure.startswith("Ray task failed")  # the worker process died
     relaunch = {"jobs": jobs, "launcher": RayLauncher(out=lambda _: None)}
     check_killed_then_resumed(kit, killed, summary, tmp_path / "sweep", relaunch)
-    check_complete_report(tmp_path / "sweep", n_algorithms)
+    check_complete_report(tmp_path / "sweep", n_algorithms, n_jobs=24)
