@@ -105,6 +105,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     _option(
         parser,
+        "autolr",
+        action="store_true",
+        help="ERM++'s automatic lr (DomainBed's train_autolr): lower the lr 10x when the "
+        "training envs' out-split loss plateaus (after linear_steps), stop at the third "
+        "decrease, then retrain on their in+out data with that schedule and merge its "
+        "fd_env*_in_acc into the records (for --selection autolr); model.pt is the retrain. "
+        "Not with --swa, --swad or --task domain_adaptation",
+    )
+    _option(
+        parser,
         "task",
         choices=TASKS,
         default="domain_generalization",
@@ -176,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         defaults=args.defaults,
         precision=args.precision,
         deterministic=args.deterministic,
+        autolr=args.autolr,
     )
     run_training(
         config,

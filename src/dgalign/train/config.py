@@ -25,7 +25,8 @@ class RunConfig:
     `uda_holdout_fraction` of their `in` splits) to `update`, as DomainBed.
     `hparams_grid` names a fixed grid (`dgalign.hparam_grids`) whose point `hparams_seed`
     replaces the random draw; `defaults` the DomainBed version whose defaults the run follows.
-    `precision` (fp32, tf32, bf16) and `deterministic`: `dgalign.utils.runtime`."""
+    `precision` (fp32, tf32, bf16) and `deterministic`: `dgalign.utils.runtime`. `autolr`:
+    ERM++'s plateau lr schedule, then a full-data retrain (`dgalign.train.autolr`)."""
 
     dataset: str
     algorithm: str
@@ -51,6 +52,7 @@ class RunConfig:
     defaults: str = "domainbed-2020"
     precision: str = "fp32"
     deterministic: bool = False
+    autolr: bool = False
 
     def validate(self, n_envs: int, env_names: tuple[str, ...] | list[str]) -> None:
         """Raise ConfigError with a one-line fix for any argument that cannot work."""
@@ -113,6 +115,8 @@ class RunConfig:
             args.pop("hparams_grid")
         if args["defaults"] == NEWER_DEFAULTS["defaults"]:
             args.pop("defaults")
+        if not args["autolr"]:
+            args.pop("autolr")
         return args
 
     def identity(self) -> dict[str, Any]:
@@ -140,4 +144,5 @@ NEWER_DEFAULTS: dict[str, Any] = {
     "defaults": "domainbed-2020",
     "precision": "fp32",
     "deterministic": False,
+    "autolr": False,
 }

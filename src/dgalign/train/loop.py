@@ -6,7 +6,9 @@ append a record to results.jsonl and save a resumable checkpoint. Rerunning an u
 resumes from its last checkpoint and produces the same records as an uninterrupted run
 (apart from the measured `step_time`). With `swa` the running mean of the weights
 (`dgalign.train.swa`) is evaluated next to the trained model (`swa_env{i}_{in,out}_acc`),
-checkpointed with it and saved as model_swa.pt.
+checkpointed with it and saved as model_swa.pt. With `autolr` the checkpoints of this loop
+also run ERM++'s plateau lr schedule, which can end it early, and a full-data retrain follows
+(`dgalign.train.autolr`, `dgalign.train.autolr_retrain`); model.pt is the retrained model.
 """
 
 from __future__ import annotations
@@ -23,21 +25,24 @@ from tqdm.auto import tqdm
 from dgalign import algorithms, plugins
 from dgalign.data import get_dataset_class
 from dgalign.data.splits import InfiniteLoader, Subset, split_environment, split_uda
-from dgalign.errors import ConfigError, DGAlignError, TrainingDiverged, os_error
+from dgalign.errors import ConfigError, DGAlignError, os_error
 from dgalign.hparam_grids import run_hparams
 from dgalign.runs.directory import RunDirectory
 from dgalign.runs.lock import run_lock
 from dgalign.tracking import Tracking
+from dgalign.train import autolr as auto_lr
 from dgalign.train.adaptation import UnlabelledBatches
+from dgalign.train.autolr_retrain import RetrainData, retrain
 from dgalign.train.config import RunConfig
 from dgalign.train.diagnostics import curvature_diagnostics
 from dgalign.train.evaluate import Evaluator
+from dgalign.train.guards import check_finite_logs, check_finite_parameters, save_model
 from dgalign.train.logs import LogWindow
 from dgalign.train.state import load_checkpoint, restore, resumed_records, save_checkpoint
 from dgalign.train.swa import CheckpointView, WeightAverage
 from dgalign.train.swad import SWAD, SWADCheckpointView, evaluate_swad, validation_loss
 from dgalign.train.tee import tee_output
-from dgalign.utils.io import atomic_torch_save, remove_with_digest
+from dgalign.utils.io import remove_with_digest
 from dgalign.utils.progress import progress_bar
 from dgalign.utils.runtime import (
     autocast,
@@ -73,6 +78,8 @@ def run_training(
     algorithm_cls = algorithms.get(config.algorithm)
     config.validate(len(dataset_cls.ENVIRONMENTS), dataset_cls.ENVIRONMENTS)
     hparams = run_hparams(config)
+    if config.autolr:
+        auto_lr.check_config(config, algorithm_cls, hparams)
     configure_precision(config.precision, config.deterministic)  # before CUDA initialises
     device = resolve_device(config.device)
     rundir = RunDirectory(config.output_dir)
@@ -167,14 +174,19 @@ def _train(
     swad = SWAD(algorithm) if config.swad else None
     if swad is not None:
         checkpointed = SWADCheckpointView(checkpointed, swad)
+    autolr = auto_lr.AutoLR(algorithm, hparams, device) if config.autolr else None
+    if autolr is not None:
+        checkpointed = autolr.view(checkpointed)
 
     start_step, records = 0, []
     if rundir.checkpoint.exists():
         state = load_checkpoint(rundir.checkpoint)
         start_step = restore(checkpointed, state, rundir.checkpoint, device)
-        records = resumed_records(
-            rundir, start_step, rundir.read_records(), n_steps, checkpoint_freq
-        )
+        found, keep = rundir.read_records(), (n_steps, checkpoint_freq)
+        if autolr is None:
+            records = resumed_records(rundir, start_step, found, *keep)
+        else:
+            records = autolr.resumed_records(rundir, start_step, found, *keep)
         print(f"resuming {rundir.path} at step {start_step}")
     rundir.write_records(records)
     tracking.start_training(rundir.path, args, hparams, records)
@@ -186,19 +198,22 @@ def _train(
         {**in_out, **{f"env{i}_uda_acc": uda for i, uda in uda_splits.items()}}, device
     )
     window = LogWindow()
+    first = n_steps if autolr is not None and autolr.phase1_over else start_step
     bar = progress_bar(
         total=n_steps,
-        initial=start_step,
+        initial=first,
         desc=f"{config.algorithm} on {config.dataset}",
         file=bar_stream,
         progress=progress,
     )
     with bar:
         window_start = clock(device)
-        for step in range(start_step, n_steps):
+        for step in range(first, n_steps):
             values, minibatches = _step(
                 algorithm, loaders, unlabelled, average, swad, step, device, config.precision
             )
+            if autolr is not None:
+                autolr.track()
             window.add(step, values)
             bar.update(1)
             if step % checkpoint_freq == 0 or step == n_steps - 1:
@@ -210,6 +225,8 @@ def _train(
                 record["step_time"] = step_time
                 record.update(curvature_diagnostics(algorithm, minibatches))
                 record.update(evaluator.accuracies(algorithm))
+                if autolr is not None:
+                    record.update(autolr.observe(step, [out_splits[i] for i in train_envs]))
                 if swad is not None:
                     loss = validation_loss(algorithm, [out_splits[i] for i in train_envs], device)
                     swad.close_segment(loss)
@@ -231,14 +248,32 @@ def _train(
                 rundir.write_records(records)
                 save_checkpoint(rundir.checkpoint, checkpointed, step + 1, args, device)
                 if config.save_model_every_checkpoint and not config.skip_model_save:
-                    _save_model(rundir.path / f"model_step{step}.pt", algorithm, dataset, args)
+                    save_model(rundir.path / f"model_step{step}.pt", algorithm, dataset, args)
                 tracking.log_record(record)  # after the record and checkpoint are on disk
                 window.clear()
                 summary = _summary(record, config.test_envs)
                 bar.set_postfix_str(summary)
                 tqdm.write(f"step {step}: {summary}", file=sys.stdout)
                 window_start = clock(device)
+                if autolr is not None and autolr.phase1_over:
+                    break
 
+    if autolr is not None:
+        retrain(
+            autolr,
+            RetrainData.of(in_splits, out_splits, train_envs),
+            config=config,
+            dataset=dataset,
+            hparams=hparams,
+            records=records,
+            rundir=rundir,
+            checkpointed=checkpointed,
+            start_step=start_step,
+            tracking=tracking,
+            progress=progress,
+            bar_stream=bar_stream,
+            device=device,
+        )
     swad_model = None
     if swad is not None and records:
         swad_model, fields = evaluate_swad(
@@ -253,7 +288,7 @@ def _train(
         if swad_model is not None:
             saved.append((rundir.model_swad, swad_model))
         for path, model in saved:
-            _save_model(path, model, dataset, args)
+            save_model(path, model, dataset, args)
     rundir.mark_done()
     remove_with_digest(rundir.checkpoint)
     return RunResult("completed", str(rundir.path), records)
@@ -275,50 +310,6 @@ def _step(algorithm, loaders, unlabelled, average, swad, step: int, device, prec
     if swad is not None:
         swad.update(algorithm, step)
     return values, minibatches
-
-
-def check_finite_logs(window: LogWindow, records: list, rundir: RunDirectory) -> None:
-    """TrainingDiverged naming the first step and logged value of the window that is NaN or
-    infinite (read once, at the checkpoint)."""
-    bad = window.first_non_finite()
-    if bad is None:
-        return
-    last = records[-1]["step"] if records else None
-    raise TrainingDiverged(
-        f"{bad.key} became {bad.value} at step {bad.step}; the {len(records)} records up to "
-        f"step {last} are kept in {rundir.results}; lower the learning rate "
-        "(--hparams '{\"lr\": ...}') or the penalty weights"
-    )
-
-
-def check_finite_parameters(algorithm, step: int, records: list, rundir: RunDirectory) -> None:
-    """TrainingDiverged when a parameter or floating buffer of `algorithm` is NaN or infinite
-    after step `step`'s update (checked before its record, checkpoint or model is written)."""
-    tensors = [t for t in algorithm.state_dict().values() if torch.is_floating_point(t)]
-    if not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
-        return
-    last = records[-1]["step"] if records else None
-    raise TrainingDiverged(
-        f"the model's weights became NaN or infinite at step {step}; the {len(records)} "
-        f"records up to step {last} are kept in {rundir.results}; lower the learning rate "
-        "(--hparams '{\"lr\": ...}') or the penalty weights"
-    )
-
-
-def _save_model(path, model, dataset, args: dict[str, Any]) -> None:
-    """Write `model` as DomainBed's model file: args, shapes, hparams and the state dict."""
-    atomic_torch_save(
-        path,
-        {
-            "args": args,
-            "model_input_shape": list(dataset.input_shape),
-            "model_num_classes": dataset.num_classes,
-            "model_num_domains": model.num_domains,
-            "model_hparams": model.hparams,
-            "model_dict": model.state_dict(),
-        },
-        digest=True,
-    )
 
 
 def _summary(record: dict[str, Any], test_envs: list[int]) -> str:
