@@ -1,8 +1,13 @@
-"""The plateau schedule of auto-lr training: when it lowers the lr and when phase 1 ends."""
+"""The plateau schedule of auto-lr training (when it lowers the lr, when phase 1 ends), the
+lr rescaling of an algorithm's optimizers, and the combinations `--autolr` refuses."""
 
 import pytest
+import torch
 
-from dgalign.train.autolr import PlateauSchedule, replay
+from dgalign.algorithms.erm import ERM
+from dgalign.errors import ConfigError
+from dgalign.train import RunConfig
+from dgalign.train.autolr import AutoLR, LRScale, PlateauSchedule, check_config
 
 
 def test_lr_drops_after_two_checks_without_improvement_and_stops_at_the_third_drop():
@@ -23,8 +28,43 @@ def test_tiny_improvement_below_the_relative_threshold_is_a_plateau():
     assert schedule.lrs == [1.0, 1.0, 0.1]
 
 
-def test_replay_gives_phase_one_lrs_in_order():
-    schedule = PlateauSchedule(lr=0.5)
-    for v in (1.0, 1.0, 1.0):
-        schedule.observe(v)
-    assert list(replay(schedule.lrs)) == schedule.lrs == [0.5, 0.5, pytest.approx(0.05)]
+def test_lr_scale_rescales_each_optimizer_from_its_own_lr_and_catches_a_recreated_one():
+    """Each group keeps its own base lr x factor; an optimizer made later starts at factor 1.
+    Mutations caught: setting every group to one lr, multiplying twice on a repeat."""
+    net = torch.nn.Linear(2, 1)
+    holder = torch.nn.Module()
+    holder.optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    holder.other = torch.optim.SGD(net.parameters(), lr=0.5)
+    scale = LRScale()
+    scale.apply(holder, 0.1)
+    scale.apply(holder, 0.1)
+    assert holder.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert holder.other.param_groups[0]["lr"] == pytest.approx(0.05)
+    holder.optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)  # re-created by an update
+    scale.apply(holder, 0.01)
+    assert holder.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    assert holder.other.param_groups[0]["lr"] == pytest.approx(0.005)
+
+
+def _config(**kw):
+    return RunConfig(dataset="Spurious28", algorithm="ERM", output_dir="x", autolr=True, **kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"swa": True}, "--autolr cannot be combined with --swa:"),
+        ({"swad": True}, "--autolr cannot be combined with --swad:"),
+        ({"task": "domain_adaptation"}, "--task domain_generalization only"),
+    ],
+)
+def test_unsupported_combinations_are_one_line_errors(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        check_config(_config(**kw), ERM, {"lr": 1e-3})
+
+
+def test_an_algorithm_without_optimizer_or_lr_is_refused():
+    with pytest.raises(ConfigError, match="has none; choose an algorithm"):
+        AutoLR(torch.nn.Linear(2, 1), {"lr": 1e-3}, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="hparams give None"):
+        check_config(_config(), ERM, {})
