@@ -15,9 +15,9 @@ the best (`sweep_acc`). Test accuracy is always the test env's `in` split.
   ranked by the test env's `out` accuracy.
 - auto-lr training-domain validation (`IIDAutoLRAccuracySelectionMethod`, key `autolr`): chosen
   as training-domain validation, but the reported test accuracy is `fd_env{test}_in_acc`, the
-  accuracy of the full-data retrain (DomainBed's `train_autolr`) at that step; records without
-  that key are skipped, so a sweep without full-data retrains has no result under it. It is not
-  part of `all`: ask for it with `--selection autolr`.
+  accuracy of the full-data retrain (DomainBed's `train_autolr`, `dgalign train --autolr`) at
+  that step; records without that key are skipped, so a sweep without full-data retrains has no
+  result under it. It is not part of `all`: ask for it with `--selection autolr`.
 
 Ties break as DomainBed's do: the earliest checkpoint among equal validation accuracies, and the
 configuration with the larger hparams seed among equal ones. NaN ranks lowest.

@@ -12,7 +12,9 @@ predictions.
 - `predict` uses the SMA network in eval mode.
 
 DomainBed's ERM++ also lowers the learning rate on plateaus of the training-domain validation
-loss with its separate `train_autolr.py` script; that schedule is not part of this class.
+loss (after `linear_steps`) with its separate `train_autolr.py` script, then retrains on the
+full training data; that is a training mode, `dgalign train --autolr` (`dgalign.train.autolr`),
+not part of this class.
 """
 
 from __future__ import annotations
