@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from dgalign.algorithms.erm import ERM
-from dgalign.errors import ConfigError
+from dgalign.algorithms.spaces import default_hparams
+from dgalign.errors import ConfigError, RunDirError
+from dgalign.runs.directory import RunDirectory
 from dgalign.train import RunConfig
 from dgalign.train.autolr import AutoLR, LRScale, PlateauSchedule, check_config
 
@@ -68,3 +70,34 @@ def test_an_algorithm_without_optimizer_or_lr_is_refused():
         AutoLR(torch.nn.Linear(2, 1), {"lr": 1e-3}, torch.device("cpu"))
     with pytest.raises(ConfigError, match="hparams give None"):
         check_config(_config(), ERM, {})
+
+
+def _retraining(end_step=4):
+    hparams = default_hparams("ERM", "Spurious28") | {"backbone": "mlp", "mlp_width": 4}
+    algorithm = ERM((3, 28, 28), 2, 2, hparams)
+    autolr = AutoLR(algorithm, hparams, torch.device("cpu"))
+    autolr.start_phase2(end_step)
+    return autolr
+
+
+def test_a_retrain_resume_keeps_phase_one_records_and_drops_later_retrain_keys(tmp_path):
+    """Records of steps 0, 2, 4 (phase 1 ended at 4), retrain checkpoint at step 3: step 4's
+    stale retrain keys go, earlier ones stay. Mutations caught: keeping only the records before
+    the retrain step (the loop's rule), keeping stale `fd_` keys."""
+    rundir = RunDirectory(tmp_path)
+    fd = {"fd_env0_in_acc": 0.5, "fd_autolr_lr": 1e-3}
+    records = [{"step": s, "env0_in_acc": 0.1, **fd} for s in (0, 2, 4)]
+    kept = _retraining().resumed_records(rundir, 3, records, 10, 2)
+    assert [r["step"] for r in kept] == [0, 2, 4]
+    assert "fd_env0_in_acc" in kept[1] and set(kept[2]) == {"step", "env0_in_acc"}
+
+
+def test_a_retrain_resume_without_the_earlier_retrain_keys_or_off_a_checkpoint_is_refused(
+    tmp_path,
+):
+    rundir = RunDirectory(tmp_path)
+    records = [{"step": s, "env0_in_acc": 0.1} for s in (0, 2, 4)]
+    with pytest.raises(RunDirError, match="lacks the full-data accuracies of step 0"):
+        _retraining().resumed_records(rundir, 3, records, 10, 2)
+    with pytest.raises(RunDirError, match=r"retrain step 2 follows no checkpoint of 0\.\.4"):
+        _retraining().resumed_records(rundir, 2, records, 10, 2)

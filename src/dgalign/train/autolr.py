@@ -37,7 +37,14 @@ import torch
 from dgalign.data.splits import Subset
 from dgalign.errors import ConfigError, RunDirError
 from dgalign.runs.directory import RESTART_HINT
-from dgalign.train.state import ExtraStateView, resumed_records, rng_state, set_rng_state
+from dgalign.train.state import (
+    ExtraStateView,
+    checkpoint_steps,
+    damaged,
+    resumed_records,
+    rng_state,
+    set_rng_state,
+)
 from dgalign.train.swad import validation_loss
 
 PATIENCE = 1
@@ -216,8 +223,14 @@ class AutoLR:
         if self.phase == 1:
             kept = resumed_records(rundir, start_step, records, n_steps, checkpoint_freq)
             return [_without_full_data(r) for r in kept]
-        assert self.end_step is not None
-        kept = resumed_records(rundir, self.end_step + 1, records, n_steps, checkpoint_freq)
+        end = self.end_step
+        assert end is not None
+        if start_step - 1 not in checkpoint_steps(end + 1, checkpoint_freq, end + 1):
+            raise damaged(
+                rundir.checkpoint,
+                f"its retrain step {start_step} follows no checkpoint of 0..{end}",
+            )
+        kept = resumed_records(rundir, end + 1, records, n_steps, checkpoint_freq)
         for r in kept:
             if r["step"] >= start_step:
                 for key in [k for k in r if k.startswith(FULL_DATA_PREFIX)]:

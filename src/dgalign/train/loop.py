@@ -187,7 +187,8 @@ def _train(
             records = resumed_records(rundir, start_step, found, *keep)
         else:
             records = autolr.resumed_records(rundir, start_step, found, *keep)
-        print(f"resuming {rundir.path} at step {start_step}")
+        phase = " of the full-data retrain" if autolr is not None and autolr.phase == 2 else ""
+        print(f"resuming {rundir.path} at step {start_step}{phase}")
     rundir.write_records(records)
     tracking.start_training(rundir.path, args, hparams, records)
 
