@@ -16,7 +16,7 @@ from dgalign.cli import main
 from dgalign.data import get_dataset_class
 from dgalign.data.splits import split_environment
 
-LR = 0.05
+LR = 0.2
 HPARAMS = {"backbone": "mlp", "mlp_width": 16, "batch_size": 8, "lr": LR, "linear_steps": 2}
 STEPS = 60  # phase 1 ends at its third lr decrease, well before
 
@@ -69,7 +69,6 @@ def _records(out_dir):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     """The uninterrupted run (its records, the recorded update calls, its directory)."""
-    torch.set_num_threads(1)
     out_dir = tmp_path_factory.mktemp("sweep") / "run"
     recorder = Recorder()
     with pytest.MonkeyPatch.context() as mp:
