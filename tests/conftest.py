@@ -22,6 +22,15 @@ torch.set_num_threads(TEST_THREADS)
 FAST_HPARAMS = '{"backbone": "mlp", "mlp_width": 32, "batch_size": 16}'
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """A test may set its own intra-op thread count; the next test starts with TEST_THREADS
+    again (a leaked count changes the rounding of a later test's in-process runs against
+    their subprocess twins)."""
+    yield
+    torch.set_num_threads(TEST_THREADS)
+
+
 @pytest.fixture
 def fast_hparams() -> str:
     return FAST_HPARAMS
