@@ -109,6 +109,22 @@ def test_jobs_carry_the_precision_switches(kit, tmp_path):
     assert tf32.name not in (base.name, jobs[0].name) and "deterministic" not in tf32.train_args
 
 
+def test_jobs_carry_autolr(kit, tmp_path):
+    """`--autolr` reaches every job's train arguments and command line, and only then enters
+    the job hash. Mutation caught: a SweepSpec that drops the flag (train_argv without it)."""
+    from dgalign.train import RunConfig
+
+    base = kit.fast_spec(tmp_path).jobs()[0]
+    assert "autolr" not in base.train_args
+    jobs = kit.fast_spec(tmp_path, autolr=True).jobs()
+    for job in jobs:
+        assert "--autolr" in job.train_argv() and build_parser().parse_args(job.train_argv()).autolr
+        assert RunConfig(**job.config_kwargs()).autolr
+    assert jobs[0].name != base.name
+    with pytest.raises(ConfigError, match=r"^--autolr cannot be combined with --protocol swad"):
+        kit.fast_spec(tmp_path, autolr=True, protocol="swad").validate()
+
+
 def test_unknown_precision_is_a_one_line_error(kit, tmp_path):
     with pytest.raises(ConfigError, match=r"^--precision must be one of fp32, tf32, bf16"):
         kit.fast_spec(tmp_path, precision="fp16").validate()

@@ -99,6 +99,13 @@ def _grid_options(parser: argparse.ArgumentParser, required: bool) -> None:
         default="domainbed-2020",
         help="whose defaults every job follows (see `dgalign train --help`)",
     )
+    _option(
+        parser,
+        "autolr",
+        action="store_true",
+        help="every job with --autolr (ERM++'s plateau lr schedule, then a full-data retrain; "
+        "report with --selection autolr); not with --protocol swad",
+    )
     add_precision_options(parser)
 
 
@@ -230,6 +237,7 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
         defaults=args.defaults,
         precision=args.precision,
         deterministic=args.deterministic,
+        autolr=args.autolr,
     )
     if Path(spec.output_dir).exists() and not Path(spec.output_dir).is_dir():
         raise ConfigError(f"--output-dir {spec.output_dir} exists and is not a directory")

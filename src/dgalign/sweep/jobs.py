@@ -109,9 +109,9 @@ class SweepSpec:
     points; `n_hparams*` are ignored), SWAD on in every run, single test environments only
     (training-domain validation needs no pairs).
 
-    `precision` and `deterministic` are every job's `--precision` and `--deterministic`; they
-    enter a job's arguments (and so its directory name) only when not the defaults, so a
-    sweep without them keeps DomainBed's job hashes."""
+    `precision`, `deterministic` and `autolr` are every job's `--precision`, `--deterministic`
+    and `--autolr`; they enter a job's arguments (and so its directory name) only when not the
+    defaults, so a sweep without them keeps DomainBed's job hashes."""
 
     output_dir: str
     datasets: list[str]
@@ -132,6 +132,7 @@ class SweepSpec:
     defaults: str = "domainbed-2020"
     precision: str = "fp32"  # every job's `--precision` (`dgalign.utils.runtime`)
     deterministic: bool = False  # every job's `--deterministic`
+    autolr: bool = False  # every job's `--autolr` (ERM++'s lr schedule + full-data retrain)
     env_counts: dict[str, int] = field(default_factory=dict, repr=False)
 
     def validate(self) -> None:
@@ -153,6 +154,11 @@ class SweepSpec:
         if self.protocol not in PROTOCOLS:
             raise ConfigError(
                 f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
+        if self.autolr and self.protocol == "swad":
+            raise ConfigError(
+                "--autolr cannot be combined with --protocol swad (its runs use --swad, which "
+                "--autolr does not support); use --protocol domainbed"
             )
         if not self.datasets:
             raise ConfigError("--datasets needs at least one dataset name")
@@ -229,6 +235,8 @@ class SweepSpec:
             args["precision"] = self.precision
         if self.deterministic:
             args["deterministic"] = True
+        if self.autolr:
+            args["autolr"] = True
         return args
 
     def jobs(self) -> list[Job]:
