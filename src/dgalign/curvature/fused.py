@@ -40,6 +40,10 @@ AUTO_MIN_ELEMENTS = 1 << 22
 CHUNK_ELEMENTS = 1 << 20
 _ALIASES = {"1": "on", "true": "on", "0": "off", "false": "off"}
 
+#: inductor options: compile in this process (a pool of compile workers would start, and
+#: compete with training for the cores, at the first compilation)
+_OPTIONS = {"compile_threads": 1}
+
 _state: dict[str, Any] = {"mode": None, "broken": False}
 _compiled: dict[str, Callable[..., Any]] = {}
 
@@ -61,7 +65,7 @@ def mode() -> str:
     return _parse(os.environ.get(ENV_VAR, "auto") or "auto", ENV_VAR)
 
 
-class fused_kernels:  # noqa: N801 - used like a function (and as a context manager)
+class fused_kernels:  # lower case: used like a function (and as a context manager)
     """Set the mode ("auto", "on"/True, "off"/False, None: back to the environment variable);
     as a `with` block, the previous mode comes back on exit."""
 
@@ -88,7 +92,7 @@ def enabled(z: Tensor) -> bool:
 
 def chunk_rows(z: Tensor) -> int:
     """Rows per fused chunk for features z [B, N, d]."""
-    return max(16, CHUNK_ELEMENTS // max(1, z.shape[0] * z.shape[2]))
+    return max(8, CHUNK_ELEMENTS // max(1, z.shape[0] * z.shape[2]))
 
 
 def run(fn: Callable[..., Any], *args: Any) -> Any:
@@ -98,10 +102,10 @@ def run(fn: Callable[..., Any], *args: Any) -> Any:
         return None
     name = f"{fn.__module__}.{fn.__qualname__}"
     if name not in _compiled:
-        _compiled[name] = torch.compile(fn, dynamic=True, fullgraph=True)
+        _compiled[name] = torch.compile(fn, dynamic=True, fullgraph=True, options=_OPTIONS)
     try:
         return _compiled[name](*args)
-    except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
+    except Exception as exc:  # any compiler failure falls back to eager
         _state["broken"] = True
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         warnings.warn(
