@@ -1,9 +1,9 @@
 """The fused (torch.compile'd) row passes against the eager kernels, float64: the outputs of
-`head_moments` (every square / Hessian combination) and `head_hgp` and their gradients w.r.t.
-z, W and b agree to 1e-10 relative, rows in several chunks with a shorter last one; the switch
+`head_moments` (every square / Hessian combination) and their gradients w.r.t. z, W and b
+agree to 1e-10 relative, rows in several chunks with a shorter last one; the switch
 (modes, environment variable, `auto`'s rule) and the fallback of a failing compiler.
 
-Compile cost: each fused body compiles once per variant for the whole module (about ten
+Compile cost: each fused body compiles once per variant for the whole module (eight
 small graphs, cached on disk by inductor across runs)."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from dgalign.curvature import fused, fused_kernels
-from dgalign.curvature.hvp import head_hgp
 from dgalign.curvature.moments import head_moments
 from dgalign.errors import ConfigError
 
@@ -93,22 +92,6 @@ def test_fused_moments_match_eager(monkeypatch, square, hessian):
     assert_close(got, want)
 
 
-def test_fused_hgp_matches_eager(monkeypatch):
-    def kernel(z, w, b, y):
-        return head_hgp(z, w, b, y, SIZES, [0.3, 0.7])
-
-    want = outputs_and_grads(kernel, "off")
-    calls = counted(monkeypatch)
-    got = outputs_and_grads(kernel, "on")
-    assert {c: calls.count(c) for c in set(calls)} == {
-        "_forward_rows": 5,
-        "_hv_rows": 5,
-        "_adjoint_rows": 5,
-        "_backward_rows": 5,
-    }
-    assert_close(got, want)
-
-
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
     def broken(fn, **kw):
         def call(*args):
@@ -122,13 +105,16 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
     def kernel(z, w, b, y):
         return head_moments(z, w, b, y, SIZES, "hessian_diag")
 
+    def hessian(z, w, b, y):
+        return head_moments(z, w, b, y, SIZES, hessian=True)
+
     want = outputs_and_grads(kernel, "off")
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler") as record:
         got = outputs_and_grads(kernel, "on")
-        got_hgp = outputs_and_grads(lambda *a: head_hgp(*a, SIZES, [0.5, 0.5]), "on")
+        got_hessian = outputs_and_grads(hessian, "on")
     assert len(record) == 1 and fused._state["broken"]
     assert_close(got, want)
-    assert_close(got_hgp, outputs_and_grads(lambda *a: head_hgp(*a, SIZES, [0.5, 0.5]), "off"))
+    assert_close(got_hessian, outputs_and_grads(hessian, "off"))
     with fused_kernels(True):
         assert not fused.enabled(torch.empty(1, 1, 1))  # off for the rest of the process
 

@@ -16,8 +16,8 @@ printed before and after (the CPU is shared).
 
 Fused kernels (`dgalign.curvature.fused`): `--fused auto|on|off` sets the mode of every row;
 a method named "M+fused" or "M+eager" runs with them on or off whatever `--fused` says, and
-`--fused both` times every penalised method both ways in the same rounds (ERM has no
-curvature kernel and runs once). Each method's first step, which pays any compilation, is
+`--fused both` times every method with a fused kernel both ways in the same rounds (`UNFUSED`
+rows run once). Each method's first step, which pays any compilation, is
 dropped with the others' first steps.
 """
 
@@ -123,6 +123,8 @@ def gemm_bound(restarts: int, rows: int, device: torch.device) -> Callable[[], f
 
 
 SUFFIXES = {"+fused": "on", "+eager": "off"}
+#: rows that run no fused kernel (penalties of the logits; HGP's kernel stays eager), timed once
+UNFUSED = ("ERM", "IRM", "VREx", "HGP")
 FUSED_CHOICES = ("auto", "on", "off", "both")
 
 
@@ -135,13 +137,14 @@ def split_name(name: str, default: str = "auto") -> tuple[str, str]:
 
 
 def expand(names: Sequence[str], fused_mode: str) -> list[str]:
-    """The timed names: with "both", every method but ERM as "M+eager" and "M+fused"."""
+    """The timed names: with "both", every method but the `UNFUSED` ones as "M+eager" and
+    "M+fused"."""
     if fused_mode != "both":
         return list(names)
     out = []
     for name in names:
         base, _ = split_name(name)
-        out += [name] if base == "ERM" or base != name else [f"{base}+eager", f"{base}+fused"]
+        out += [name] if base in UNFUSED or base != name else [f"{base}+eager", f"{base}+fused"]
     return out
 
 

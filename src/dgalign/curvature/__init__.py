@@ -15,7 +15,7 @@ head's logits (closed-form forward and backward; `moments`, `hvp`, `forms`), com
 `penalties` (HGP, Hutchinson, exact diagonal and its expected-probes term, CMA, Fishr) and
 `risk` (IRM, V-REx from the logits); `reference` computes every one of them by plain autograd,
 the float64 oracle of the tests. `fused_kernels` switches the compiled row passes of the
-one-logit kernels (`fused`).
+one-logit `head_moments` (`fused`).
 """
 
 from dgalign.curvature.autodiff import (

@@ -1,11 +1,14 @@
 """The switch of the fused row passes (`torch.compile`) of the one-logit head kernels.
 
-The closed-form kernels of `moments` and `hvp` make several memory-bound elementwise passes and
+The closed-form kernels of `moments` make several memory-bound elementwise passes and
 matrix-vector products over each chunk of feature rows (logits, weighted column sums, squares,
 rank-1 updates of the feature gradient). With fused kernels on, the row passes of a chunk run as
 one compiled function (inductor: one or two loops over the chunk, no temporaries, the feature
-gradient written in place), the large matrix products staying with BLAS. `_fused_head` holds the
-bodies; they compute the same quantities as the eager code, in another summation order.
+gradient written in place), the large matrix products staying with BLAS. `_fused_moments` holds
+the bodies; they compute the same quantities as the eager code, in another summation order.
+
+HGP's kernel (`hvp`) stays eager: its passes are matrix-vector products already, which the
+compiled column sums do not beat (measured on the Colored MNIST shapes, docs/benchmarks.md).
 
 Modes: "on", "off", or "auto" (the default): on for CPU features of at least
 `AUTO_MIN_ELEMENTS` entries (a full-batch Colored MNIST step, not DomainBed minibatches or unit

@@ -21,8 +21,6 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from dgalign.curvature import _fused_hgp as _fused
-from dgalign.curvature import fused
 from dgalign.curvature._head import (
     Layout,
     apply_s,
@@ -66,19 +64,12 @@ class _HGP(torch.autograd.Function):
         b, n_all, d = z.shape
         c = weight.shape[1]
         rows = lay.rows(d + 1)
-        use = c == 1 and fused.enabled(z)
-        got = _fused.first_pass(lay) if use else None
-        logits, p_all, r_all, grads = got if got is not None else _first_pass(lay, rows)
+        logits, p_all, r_all, grads = _first_pass(lay, rows)
         w = torch.tensor(mean_weights, dtype=z.dtype, device=z.device)
         g_bar = (grads * w[:, None, None]).sum(1)
-        vecs = [torch.stack([grads[:, e, 0], g_bar[:, 0]], 1) for e in range(len(bounds))]
-        got = _fused.products(lay, p_all, vecs) if use else None
-        if got is not None:
-            a_all, q_all, prods = got[0], got[1], [v[:, :, None] for v in got[2]]
-        else:
-            a_all, q_all = z.new_empty(b, n_all, 2 * c), z.new_empty(b, n_all, 2 * c)
-            prods = []
-        for e, (start, stop) in enumerate(bounds if got is None else ()):
+        a_all, q_all = z.new_empty(b, n_all, 2 * c), z.new_empty(b, n_all, 2 * c)
+        prods = []
+        for e, (start, stop) in enumerate(bounds):
             vw, vb = _split(torch.stack([grads[:, e], g_bar], 1))
             hw = z.new_zeros(b, 2 * c, d)
             for lo, hi in lay.chunks(e, rows):
@@ -110,14 +101,9 @@ class _HGP(torch.autograd.Function):
             torch.stack([dprod[:, e], dmean[:, e]], 1) / (hi - lo)
             for e, (lo, hi) in enumerate(bounds)
         ]
-        use = c == 1 and fused.enabled(z)
-        got = _fused.adjoints(lay, p_all, a_all, [v[:, :, 0] for v in adj]) if use else None
-        if got is not None:
-            da_all, dpq_all, hl = got[0], got[1], [v[:, :, None] for v in got[2]]
-        else:
-            da_all, dpq_all = z.new_empty(b, n_all, 2 * c), z.new_empty(b, n_all, c)
-            hl = []
-        for e, (start, stop) in enumerate(bounds if got is None else ()):
+        da_all, dpq_all = z.new_empty(b, n_all, 2 * c), z.new_empty(b, n_all, c)
+        hl = []
+        for e, (start, stop) in enumerate(bounds):
             lw, lb = _split(adj[e])
             dvw = z.new_zeros(b, 2 * c, d)
             for lo, hi in lay.chunks(e, rows):
@@ -130,24 +116,17 @@ class _HGP(torch.autograd.Function):
                 dvw.baddbmm_(da.mT, zc)
             hl.append(with_bias(dvw, da_all[:, start:stop].sum(1)).view(b, 2, c, d + 1))
         dg_bar = sum(h[:, 1] for h in hl)
-        per_domain = []
-        for e, (start, stop) in enumerate(bounds):
-            dg = hl[e][:, 0] + w[e] * dg_bar
-            if dgrad is not None:
-                dg = dg + dgrad[:, e]
-            lw, _ = _split(adj[e])
-            vw, _ = _split(torch.stack([grads[:, e], g_bar], 1))
-            per_domain.append((dg / (stop - start), lw, vw))
-        if use:
-            saved = (p_all, r_all, q_all, da_all, dpq_all)
-            fast = [(dg[:, 0], lw.contiguous(), vw.contiguous()) for dg, lw, vw in per_domain]
-            got = _fused.backward(lay, saved, dlogits, fast)
-            if got is not None:
-                return (*got, None, None, None)
         dz = torch.empty_like(z, memory_format=torch.contiguous_format)
         dw = torch.zeros_like(weight)
         dl_all = torch.empty_like(p_all)
-        for e, (dg, lw, vw) in enumerate(per_domain):
+        for e, (start, stop) in enumerate(bounds):
+            n = stop - start
+            dg = hl[e][:, 0] + w[e] * dg_bar
+            if dgrad is not None:
+                dg = dg + dgrad[:, e]
+            dg = dg / n
+            lw, _ = _split(adj[e])
+            vw, _ = _split(torch.stack([grads[:, e], g_bar], 1))
             rhs = torch.cat([weight, lw, vw, dg[..., :d]], 1)
             for lo, hi in lay.chunks(e, rows):
                 zc, pc = z[:, lo:hi], p_all[:, lo:hi]
