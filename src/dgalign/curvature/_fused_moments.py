@@ -81,7 +81,7 @@ def forward(lay: Layout, square: str | None, hessian: bool) -> tuple | None:
     p_all, r_all = torch.empty_like(logits), torch.empty_like(logits)
     u_all = torch.empty_like(logits) if square else None
     grads, squares, hessians = [], [], []
-    rows = fused.chunk_rows(z)
+    rows = fused.chunk_rows(z, hessian)
     for e, (start, stop) in enumerate(lay.bounds):
         acc = [z.new_zeros(b, d + 1), z.new_zeros(b, d + 1)]
         zx = z.new_zeros(b, d, d + 2) if hessian else None  # z^T [s z, s, r]
@@ -134,7 +134,7 @@ def backward(
     dlogits, dgrad, dsq, dhess = grads_in
     b, n_all, d = z.shape
     w = weight[:, 0]
-    rows = fused.chunk_rows(z)
+    rows = fused.chunk_rows(z, dhess is not None)
     dz = torch.empty_like(z, memory_format=torch.contiguous_format)
     dw = z.new_zeros(b, d)
     dl_all = z.new_empty(b, n_all)
