@@ -1,15 +1,15 @@
-"""Fused row passes of `moments.head_moments` for one logit (C = 1), compiled by `fused.run`.
+"""Fused backward of `moments.head_moments` for one logit (C = 1), compiled by `fused.run`.
 
-Per chunk of rows (z [B, R, d], head w [B, d], b [B, 1], notation of `moments`), forward:
-    l = z w + b,  p = sigmoid(l),  r = p - y,  G += [r^T z, sum r],
-    Q += [u^T (z * z), sum u]  (u = p (1 - p) or r * r),   sz = s z with s = p (1 - p),
-all in one compiled body (the syrk of the Hessian, z^T (s z), stays a BLAS product); backward,
-with Y = z Gam_zz from BLAS when the Hessian is used and dg, dq, Gam already divided by n:
+Per chunk of rows (z [B, R, d], head w [B, d], notation of `moments`; dg, dq, Gam already
+divided by n; Y = z Gam_zz from BLAS when the Hessian is used):
     dp = z dg_w + dg_b + dU U'(p) + (z . (Y + 2 Gam_zb) + Gam_bb)(1 - 2 p),
     dU = (z * z) dq_w + dq_b,   dl = dlogits + s dp,   dw += dl^T z,
     dz = dl w + r dg_w + 2 u (dq_w * z) + 2 s (Y + Gam_zb),
-written straight into the rows of dz by the compiled body. The functions return None when the
-compiler failed (`fused.run`); `moments` then runs its eager code.
+one compiled body (a loop for the row sums, one writing dz straight into its rows and summing
+dl z) instead of the eager code's separate squares, matrix-vector products and rank-1 and
+rank-2 updates. The forward passes stay eager: there the eager code's matrix-vector products
+already read each chunk once, and the compiled column sums were slower (docs/benchmarks.md).
+None when the compiler failed (`fused.run`); `moments` then runs its eager backward.
 """
 
 from __future__ import annotations
@@ -18,24 +18,7 @@ import torch
 from torch import Tensor
 
 from dgalign.curvature import fused
-from dgalign.curvature._head import Layout, mirror_, syrk_
-
-
-def _forward_rows(zc, w, b, y, square: str | None, hessian: bool) -> tuple[Tensor, ...]:
-    """(l, p, r, r^T z, sum r[, u, u^T z^2, sum u]) of a chunk; with `hessian` r^T z is None
-    and X = [s z, s, r], sum s follow (z^T X holds Z^T S Z, Z^T s and r^T z)."""
-    logit = (zc * w[:, None, :]).sum(-1) + b
-    p = torch.sigmoid(logit)
-    r = p - y
-    gw = None if hessian else (r[..., None] * zc).sum(1)  # with the Hessian: from its product
-    out = [logit, p, r, gw, r.sum(1)]
-    if square is not None:
-        u = p - p * p if square == "hessian_diag" else r * r
-        out += [u, (u[..., None] * (zc * zc)).sum(1), u.sum(1)]
-    if hessian:
-        s = p - p * p
-        out += [torch.cat([s[..., None] * zc, s[..., None], r[..., None]], -1), s.sum(1)]
-    return tuple(out)
+from dgalign.curvature._head import Layout
 
 
 def _backward_rows(
@@ -60,66 +43,6 @@ def _backward_rows(
     dl = dp * s if dlog is None else dp * s + dlog
     out.copy_(dz + dl[..., None] * w[:, None, :])
     return dl, (dl[..., None] * zc).sum(1)
-
-
-def _assemble(zx: Tensor, ssum: Tensor) -> Tensor:
-    """[[Z^T S Z, Z^T s], [s^T Z, sum s]] [B, D, D] from zx = z^T [s z, s, r] (mirrored)."""
-    d = zx.shape[1]
-    h = zx.new_empty(zx.shape[0], d + 1, d + 1)
-    h[:, :d] = zx[:, :, : d + 1]
-    h[:, d, :d] = zx[:, :, d]
-    h[:, d, d] = ssum
-    return h
-
-
-def forward(lay: Layout, square: str | None, hessian: bool) -> tuple | None:
-    """(logits, p, r, u, grads, squares, hessians) as `moments._Moments.forward` builds them
-    (u None without `square`; squares, hessians [B, E, 1, D], [B, E, D, D] or None)."""
-    z, w, bias, y = lay.z, lay.weight[:, 0], lay.bias, lay.y
-    b, n_all, d = z.shape
-    logits = z.new_empty(b, n_all, 1)
-    p_all, r_all = torch.empty_like(logits), torch.empty_like(logits)
-    u_all = torch.empty_like(logits) if square else None
-    grads, squares, hessians = [], [], []
-    rows = fused.chunk_rows(z, hessian)
-    for e, (start, stop) in enumerate(lay.bounds):
-        acc = [z.new_zeros(b, d + 1), z.new_zeros(b, d + 1)]
-        zx = z.new_zeros(b, d, d + 2) if hessian else None  # z^T [s z, s, r]
-        ssum = z.new_zeros(b)
-        for lo, hi in lay.chunks(e, rows):
-            zc = z[:, lo:hi]
-            got = fused.run(_forward_rows, zc, w, bias, y[:, lo:hi], square, hessian)
-            if got is None:
-                return None
-            for dst, src in zip((logits, p_all, r_all), got[:3], strict=True):
-                dst[:, lo:hi, 0] = src
-            if not hessian:
-                acc[0][:, :d] += got[3]
-            acc[0][:, d] += got[4]
-            if square:
-                u_all[:, lo:hi, 0] = got[5]
-                acc[1][:, :d] += got[6]
-                acc[1][:, d] += got[7]
-            if hessian:
-                syrk_(zx, zc, got[-2])
-                ssum += got[-1]
-        n = stop - start
-        if hessian:
-            mirror_(zx[:, :, :d])
-            acc[0][:, :d] = zx[:, :, d + 1]
-            hessians.append(_assemble(zx, ssum) / n)
-        grads.append(acc[0][:, None] / n)
-        squares.append(acc[1][:, None] / n)
-    stack = torch.stack
-    return (
-        logits,
-        p_all,
-        r_all,
-        u_all,
-        stack(grads, 1),
-        stack(squares, 1) if square else None,
-        stack(hessians, 1) if hessian else None,
-    )
 
 
 def backward(

@@ -11,7 +11,6 @@ and every vector of head parameters is a [C, D] matrix, D = d + 1, bias in the l
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -180,34 +179,3 @@ def linear_logits(z: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     batch, (n, d), c = z.shape[:-2], z.shape[-2:], weight.shape[-2]
     out = torch.baddbmm(bias.reshape(-1, 1, c), z.reshape(-1, n, d), weight.reshape(-1, c, d).mT)
     return out.reshape(*batch, n, c)
-
-
-#: the products X^T Y of a symmetric result run over this many column blocks, upper ones only
-#: (6 of 9 block products: 2/3 of a full product, like BLAS's syrk)
-SYRK_BLOCKS = 3
-
-
-def _blocks(width: int) -> list[slice]:
-    k = max(1, min(SYRK_BLOCKS, width // 32))
-    edges = [round(i * width / k) for i in range(k + 1)]
-    return [slice(a, b) for a, b in itertools.pairwise(edges)]
-
-
-def syrk_(h: Tensor, x: Tensor, y: Tensor, alpha: float = 1.0) -> None:
-    """h += alpha x^T y in the blocks on and above the diagonal only, for x^T y symmetric
-    (y = x scaled per row); `mirror_` fills the rest once all products are added. y may have
-    extra columns after x's (products of x with other row weights): the last block takes them."""
-    cols = _blocks(x.shape[-1])
-    last = slice(cols[-1].start, y.shape[-1])
-    for i, a in enumerate(cols):
-        for b in cols[i:]:
-            b = last if b == cols[-1] else b
-            h[:, a, b].baddbmm_(x[:, :, a].mT, y[:, :, b], alpha=alpha)
-
-
-def mirror_(h: Tensor) -> None:
-    """Copy the blocks above the diagonal (see `syrk_`) to those below it."""
-    cols = _blocks(h.shape[-1])
-    for i, a in enumerate(cols):
-        for b in cols[i + 1 :]:
-            h[:, b, a] = h[:, a, b].mT

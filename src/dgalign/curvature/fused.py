@@ -1,14 +1,14 @@
-"""The switch of the fused row passes (`torch.compile`) of the one-logit head kernels.
+"""The switch of the fused (`torch.compile`) backward of the one-logit moments kernel.
 
-The closed-form kernels of `moments` make several memory-bound elementwise passes and
-matrix-vector products over each chunk of feature rows (logits, weighted column sums, squares,
-rank-1 updates of the feature gradient). With fused kernels on, the row passes of a chunk run as
-one compiled function (inductor: one or two loops over the chunk, no temporaries, the feature
-gradient written in place), the large matrix products staying with BLAS. `_fused_moments` holds
-the bodies; they compute the same quantities as the eager code, in another summation order.
-
-HGP's kernel (`hvp`) stays eager: its passes are matrix-vector products already, which the
-compiled column sums do not beat (measured on the Colored MNIST shapes, docs/benchmarks.md).
+The closed-form backward of `moments.head_moments` makes several memory-bound elementwise
+passes and matrix-vector products over each chunk of feature rows (squares, row sums, rank-1
+and rank-2 updates of the feature gradient). With fused kernels on, for one logit and a square
+or Hessian output, they run as one compiled function per chunk (inductor: a loop for the row
+sums, one writing the feature gradient in place), the Hessian's product with the features
+staying with BLAS. `_fused_moments` holds the body; it computes what the eager code does, in
+another summation order. The forward passes stay eager, and so do HGP's kernel (`hvp`) and
+the plain gradient: they are matrix-vector products already, which the compiled column sums
+did not beat on the Colored MNIST shapes (docs/benchmarks.md).
 
 Modes: "on", "off", or "auto" (the default): on for CPU features of at least
 `AUTO_MIN_ELEMENTS` entries (a full-batch Colored MNIST step, not DomainBed minibatches or unit
@@ -17,7 +17,7 @@ one-logit head (C = 1) has fused bodies; C >= 2 always runs eagerly. Set the mod
 `fused_kernels(mode)` (a plain call, or a `with` block that restores the previous mode) or the
 environment variable DGALIGN_FUSED_KERNELS=auto|1|0, read while no call has set one.
 
-Every body is compiled once per dtype and combination of its static options; every dim is
+The body is compiled once per dtype and combination of its static options; every dim is
 dynamic, so chunks of any length share one compilation (inductor caches it on disk too). A
 compiler that fails makes the kernels fall back to the eager code, with one warning.
 """
@@ -38,9 +38,9 @@ ENV_VAR = "DGALIGN_FUSED_KERNELS"
 MODES = ("auto", "on", "off")
 #: "auto" fuses a kernel call whose features [B, N, d] have at least this many entries
 AUTO_MIN_ELEMENTS = 1 << 22
-#: fused bodies take chunks of about this many feature entries (their column sums reread the
-#: chunk once per vector of columns, so it should stay in cache), and twice that with the head
-#: Hessian, whose syrk has no column sums and prefers longer products (measured, 2 threads)
+#: the fused body takes chunks of about this many feature entries (its column sum rereads the
+#: chunk once per vector of columns, so it should stay in cache), twice that with the head
+#: Hessian (whose product with the features prefers longer chunks)
 CHUNK_ELEMENTS = 1 << 20
 _ALIASES = {"1": "on", "true": "on", "0": "off", "false": "off"}
 

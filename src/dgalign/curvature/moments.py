@@ -13,11 +13,13 @@ Backward, given dl = dL/dlogits, A = dL/dQ_e, B = dL/dG_e, Gam = sym(dL/dH_e) (e
     dl_total = dl + J_p^T dp,   dW~ = dl_total^T Z~,   dZ = dl_total W + (the dZ~ terms)[:, :d]
 so the head's own backward (dl W, dW) and the penalty's share one pass over the features, and
 p, r, s and the logits are computed once per chunk of rows. On the CPU the rows go in chunks
-that fit in cache (`_head.CHUNK_ELEMENTS`), so each pass reads z from memory once.
+that fit in cache (`_head.CHUNK_ELEMENTS`), so each pass reads z from memory once. With fused
+kernels (`fused`) the one-logit backward runs as one compiled body per chunk (`_fused_moments`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -32,8 +34,6 @@ from dgalign.curvature._head import (
     head_rows,
     layout,
     logit_vjp,
-    mirror_,
-    syrk_,
     with_bias,
 )
 
@@ -50,6 +50,34 @@ def _square_weights(kind: str, p: Tensor, r: Tensor, out: Tensor) -> Tensor:
 def _square_vjp(kind: str, p: Tensor, r: Tensor, du: Tensor) -> Tensor:
     """dL/dp from dL/dU, U = p (1 - p) or r * r (r = p - y)."""
     return du * (1 - 2 * p) if kind == "hessian_diag" else 2 * r * du
+
+
+#: the products X^T Y of a symmetric result run over this many column blocks, upper ones only
+#: (6 of 9 block products: 2/3 of a full product, like BLAS's syrk)
+SYRK_BLOCKS = 3
+
+
+def _blocks(width: int) -> list[slice]:
+    k = max(1, min(SYRK_BLOCKS, width // 32))
+    edges = [round(i * width / k) for i in range(k + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(edges)]
+
+
+def syrk_(h: Tensor, x: Tensor, y: Tensor, alpha: float = 1.0) -> None:
+    """h += alpha x^T y in the blocks on and above the diagonal only, for x^T y symmetric
+    (y = x scaled per row); `mirror_` fills the rest once all products are added."""
+    cols = _blocks(x.shape[-1])
+    for i, a in enumerate(cols):
+        for b in cols[i:]:
+            h[:, a, b].baddbmm_(x[:, :, a].mT, y[:, :, b], alpha=alpha)
+
+
+def mirror_(h: Tensor) -> None:
+    """Copy the blocks above the diagonal (see `syrk_`) to those below it."""
+    cols = _blocks(h.shape[-1])
+    for i, a in enumerate(cols):
+        for b in cols[i + 1 :]:
+            h[:, b, a] = h[:, a, b].mT
 
 
 def _hessian_chunk_one_logit(h: Tensor, zc: Tensor, p: Tensor, buf: Tensor) -> None:
@@ -145,13 +173,6 @@ class _Moments(torch.autograd.Function):
         lay = Layout(z, weight, bias, y, bounds, ())
         hsize = c * width
         rows = lay.rows(width if c == 1 else max(width, 2 * hsize))
-        ctx.bounds, ctx.square, ctx.hessian, ctx.rows = bounds, square, hessian, rows
-        ctx.set_materialize_grads(False)
-        got = _fused.forward(lay, square, hessian) if c == 1 and fused.enabled(z) else None
-        if got is not None:
-            logits, p_all, r_all, u_all, *outs = got
-            ctx.save_for_backward(z, weight, p_all, r_all, u_all)
-            return (logits, *(t for t in outs if t is not None))
         logits = z.new_empty(b, n_all, c)
         p_all, r_all = torch.empty_like(logits), torch.empty_like(logits)
         u_all = torch.empty_like(logits) if square else None
@@ -191,6 +212,8 @@ class _Moments(torch.autograd.Function):
                     _place_blocks(h, blocks, c, width)
                 hessians.append(h / n)
         ctx.save_for_backward(z, weight, p_all, r_all, u_all)
+        ctx.bounds, ctx.square, ctx.hessian, ctx.rows = bounds, square, hessian, rows
+        ctx.set_materialize_grads(False)
         outs = [logits, torch.stack(grads, 1)]
         if square:
             outs.append(torch.stack(squares, 1))
@@ -209,7 +232,7 @@ class _Moments(torch.autograd.Function):
         c, width = weight.shape[1], d + 1
         lay = Layout(z, weight, None, None, bounds, ())
         rows = ctx.rows
-        if c == 1 and fused.enabled(z):
+        if c == 1 and (square or hessian) and fused.enabled(z):  # compiled row passes
             saved = (z, weight, p_all, r_all, u_all)
             got = _fused.backward(lay, saved, square, (dlogits, dgrad, dsq, dhess))
             if got is not None:
