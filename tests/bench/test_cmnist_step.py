@@ -47,3 +47,11 @@ def test_bad_arguments_are_config_errors():
         run_benchmark(["Nope"], 1, 20, 1)
     with pytest.raises(ConfigError, match="repeats"):
         run_benchmark(["HGP"], 1, 20, 0)
+
+
+def test_fused_both_times_each_kernel_row_both_ways():
+    times = run_benchmark(["HessianDiag", "IRM"], restarts=1, rows=20, repeats=1, fused_mode="both")
+    assert set(times) == {"ERM", "HessianDiag+eager", "HessianDiag+fused", "IRM", BOUND}
+    assert "| HessianDiag+fused |" in format_table(times) and "<= 1.05 x ERM" in format_table(times)
+    with pytest.raises(ConfigError, match="--fused"):
+        run_benchmark(["HGP"], 1, 20, 1, fused_mode="sometimes")

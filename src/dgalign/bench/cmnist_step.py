@@ -13,6 +13,12 @@ Round-robin: `--repeats` rounds; in each, every method runs once and the bound t
 order rotated per round, so load from other processes hits all of them alike. Medians over
 rounds; ratios are of medians. On CUDA every timing is synchronised. The load average is
 printed before and after (the CPU is shared).
+
+Fused kernels (`dgalign.curvature.fused`): `--fused auto|on|off` sets the mode of every row;
+a method named "M+fused" or "M+eager" runs with them on or off whatever `--fused` says, and
+`--fused both` times every method with a fused kernel both ways in the same rounds (`UNFUSED`
+rows run once). Each method's first step, which pays any compilation, is
+dropped with the others' first steps.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 from dgalign.bench import script_main, set_threads
+from dgalign.curvature import fused
 from dgalign.errors import ConfigError
 from dgalign.experiments import cmnist_model as M
 from dgalign.experiments.cmnist_data import COLOR_FLIP, RestartData, make_environment
 from dgalign.experiments.cmnist_rows import METHODS, all_rows
 from dgalign.experiments.cmnist_train import Protocol, train_restarts
+from dgalign.utils import runtime
 from dgalign.utils.runtime import clock, resolve_device
 
 #: targets of the issue: method -> largest step-time ratio to ERM (ERM: to the GEMM bound)
@@ -114,17 +122,48 @@ def gemm_bound(restarts: int, rows: int, device: torch.device) -> Callable[[], f
     return once
 
 
-def method_steps(data, inits, name: str, device: torch.device, steps: int = 3) -> list[float]:
-    """Step times of `name` (the penalty on from step 1), the first step dropped."""
-    out = train_restarts(
-        data,
-        inits,
-        all_rows()[name],
-        Protocol(steps=steps, anneal_iters=1),
-        device=device,
-        progress=False,
-        dynamics_every=10**9,
-    )
+SUFFIXES = {"+fused": "on", "+eager": "off"}
+#: rows that run no fused kernel (penalties of the logits; HGP's kernel is eager), timed once
+UNFUSED = ("ERM", "IRM", "VREx", "HGP")
+FUSED_CHOICES = ("auto", "on", "off", "both")
+
+
+def split_name(name: str, default: str = "auto") -> tuple[str, str]:
+    """("HGP+fused", ...) -> ("HGP", "on"): the row and the fused-kernel mode it runs with."""
+    for suffix, mode in SUFFIXES.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)], mode
+    return name, default
+
+
+def expand(names: Sequence[str], fused_mode: str) -> list[str]:
+    """The timed names: with "both", every method but the `UNFUSED` ones as "M+eager" and
+    "M+fused"."""
+    if fused_mode != "both":
+        return list(names)
+    out = []
+    for name in names:
+        base, _ = split_name(name)
+        out += [name] if base in UNFUSED or base != name else [f"{base}+eager", f"{base}+fused"]
+    return out
+
+
+def method_steps(
+    data, inits, name: str, device: torch.device, steps: int = 3, fused_mode: str = "auto"
+) -> list[float]:
+    """Step times of `name` (the penalty on from step 1; a "+fused"/"+eager" suffix sets the
+    fused-kernel mode, else `fused_mode`), the first step dropped."""
+    row, mode = split_name(name, fused_mode)
+    with fused.fused_kernels(mode):
+        out = train_restarts(
+            data,
+            inits,
+            all_rows()[row],
+            Protocol(steps=steps, anneal_iters=1),
+            device=device,
+            progress=False,
+            dynamics_every=10**9,
+        )
     return out.step_times[1:]
 
 
@@ -137,11 +176,20 @@ def load() -> str:
 
 
 def run_benchmark(
-    names: Sequence[str], restarts: int, rows: int, repeats: int, device: str = "cpu"
+    names: Sequence[str],
+    restarts: int,
+    rows: int,
+    repeats: int,
+    device: str = "cpu",
+    fused_mode: str = "auto",
 ) -> dict[str, list[float]]:
     """{method or BOUND: step times}, measured round-robin (module docstring)."""
     dev = resolve_device(device)
-    unknown = [n for n in names if n not in all_rows()]
+    if fused_mode not in FUSED_CHOICES:
+        raise ConfigError(f"--fused must be one of {', '.join(FUSED_CHOICES)}, got {fused_mode!r}")
+    names = expand(names, fused_mode)
+    default = "auto" if fused_mode == "both" else fused_mode
+    unknown = [n for n in names if split_name(n)[0] not in all_rows()]
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(all_rows())}")
     if restarts < 1 or rows < 4 or repeats < 1:
@@ -158,7 +206,7 @@ def run_benchmark(
             if name == BOUND:
                 times[name] += [bound(), bound()]
             else:
-                times[name] += method_steps(data, inits, name, dev)
+                times[name] += method_steps(data, inits, name, dev, fused_mode=default)
     return times
 
 
@@ -171,7 +219,7 @@ def format_table(times: dict[str, list[float]]) -> str:
         "|---|---:|---:|---:|---|---|",
     ]
     for name, t in med.items():
-        target = TARGETS.get(name)
+        target = TARGETS.get(split_name(name)[0])
         ratio = t / bound if name in ("ERM", BOUND) else t / erm
         if target is None:
             cells = ["-", ""]
@@ -199,6 +247,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="round-robin rounds (default 5)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:i] or auto (CUDA if present)")
+    parser.add_argument(
+        "--fused",
+        default="auto",
+        choices=FUSED_CHOICES,
+        help="fused curvature kernels: auto (default), on, off, or both (each method both ways)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,11 +260,14 @@ def run(args: argparse.Namespace) -> int:
     names = args.methods or list(METHODS)
     before = load()
     device = str(resolve_device(args.device))  # `auto` named as what it resolved to
-    times = run_benchmark(names, args.restarts, args.rows, args.repeats, device)
+    keep = getattr(runtime, "keep_freed_memory", None)
+    if keep is not None:  # fresh 78 MB tensors would fault their pages in at every step
+        keep()
+    times = run_benchmark(names, args.restarts, args.rows, args.repeats, device, args.fused)
     print(
         f"restarts {args.restarts}, rows {args.rows}, hidden {M.HIDDEN}, device {device}, "
-        f"threads {torch.get_num_threads()}, {args.repeats} rounds; load average before "
-        f"{before}, after {load()}"
+        f"threads {torch.get_num_threads()}, {args.repeats} rounds, fused kernels {args.fused}; "
+        f"load average before {before}, after {load()}"
     )
     print(format_table(times))
     return 0

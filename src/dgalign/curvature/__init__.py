@@ -14,7 +14,8 @@ The penalties of a linear head run as closed-form kernels, each one autograd nod
 head's logits (closed-form forward and backward; `moments`, `hvp`, `forms`), combined in
 `penalties` (HGP, Hutchinson, exact diagonal and its expected-probes term, CMA, Fishr) and
 `risk` (IRM, V-REx from the logits); `reference` computes every one of them by plain autograd,
-the float64 oracle of the tests.
+the float64 oracle of the tests. `fused_kernels` switches the compiled row passes of the
+one-logit `head_moments` (`fused`).
 """
 
 from dgalign.curvature.autodiff import (
@@ -24,6 +25,7 @@ from dgalign.curvature.autodiff import (
     per_sample_grads,
 )
 from dgalign.curvature.forms import hessian_forms
+from dgalign.curvature.fused import fused_kernels
 from dgalign.curvature.gram import (
     head_hessian_distance,
     head_hessian_inner,
@@ -41,6 +43,7 @@ from dgalign.curvature.hvp import head_hgp, head_hutchinson_probes
 from dgalign.curvature.moments import head_moments
 
 __all__ = [
+    "fused_kernels",
     "head_gradient",
     "head_hessian",
     "head_hessian_diag",

@@ -13,7 +13,8 @@ Backward, given dl = dL/dlogits, A = dL/dQ_e, B = dL/dG_e, Gam = sym(dL/dH_e) (e
     dl_total = dl + J_p^T dp,   dW~ = dl_total^T Z~,   dZ = dl_total W + (the dZ~ terms)[:, :d]
 so the head's own backward (dl W, dW) and the penalty's share one pass over the features, and
 p, r, s and the logits are computed once per chunk of rows. On the CPU the rows go in chunks
-that fit in cache (`_head.CHUNK_ELEMENTS`), so each pass reads z from memory once.
+that fit in cache (`_head.CHUNK_ELEMENTS`), so each pass reads z from memory once. With fused
+kernels (`fused`) the one-logit backward runs as one compiled body per chunk (`_fused_moments`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from dgalign.curvature import _fused_moments as _fused
+from dgalign.curvature import fused
 from dgalign.curvature._head import (
     Layout,
     augmented,
@@ -229,6 +232,11 @@ class _Moments(torch.autograd.Function):
         c, width = weight.shape[1], d + 1
         lay = Layout(z, weight, None, None, bounds, ())
         rows = ctx.rows
+        if c == 1 and (square or hessian) and fused.enabled(z):  # compiled row passes
+            saved = (z, weight, p_all, r_all, u_all)
+            got = _fused.backward(lay, saved, square, (dlogits, dgrad, dsq, dhess))
+            if got is not None:
+                return (*got, None, None, None, None)
         dz = torch.empty_like(z, memory_format=torch.contiguous_format)
         dw = torch.zeros_like(weight)
         dl_all = torch.empty_like(p_all)

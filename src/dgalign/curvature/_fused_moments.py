@@ -1,0 +1,95 @@
+"""Fused backward of `moments.head_moments` for one logit (C = 1), compiled by `fused.run`.
+
+Per chunk of rows (z [B, R, d], head w [B, d], notation of `moments`; dg, dq, Gam already
+divided by n; Y = z Gam_zz from BLAS when the Hessian is used):
+    dp = z dg_w + dg_b + dU U'(p) + (z . (Y + 2 Gam_zb) + Gam_bb)(1 - 2 p),
+    dU = (z * z) dq_w + dq_b,   dl = dlogits + s dp,   dw += dl^T z,
+    dz = dl w + r dg_w + 2 u (dq_w * z) + 2 s (Y + Gam_zb),
+one compiled body (a loop for the row sums, one writing dz straight into its rows and summing
+dl z) instead of the eager code's separate squares, matrix-vector products and rank-1 and
+rank-2 updates. The forward passes stay eager: there the eager code's matrix-vector products
+already read each chunk once, and the compiled column sums were slower (docs/benchmarks.md).
+None when the compiler failed (`fused.run`); `moments` then runs its eager backward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dgalign.curvature import fused
+from dgalign.curvature._head import Layout
+
+
+def _backward_rows(
+    zc, p, r, u, yg, w, dg, dq, gam_zb, gam_bb, dlog, square: str | None, out: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(dl, dl^T z) of a chunk; dz (module docstring) written into `out`."""
+    s = p - p * p
+    dp = torch.zeros_like(p)
+    dz = torch.zeros_like(zc)
+    if dg is not None:
+        dp = dp + (zc * dg[:, None, :-1]).sum(-1) + dg[:, -1:]
+        dz = dz + r[..., None] * dg[:, None, :-1]
+    if dq is not None:
+        du = (zc * zc * dq[:, None, :-1]).sum(-1) + dq[:, -1:]
+        dp = dp + (du * (1 - 2 * p) if square == "hessian_diag" else 2 * r * du)
+        dz = dz + (2 * u[..., None]) * dq[:, None, :-1] * zc
+    if yg is not None:
+        yy = yg + gam_zb[:, None, :]
+        quad = (zc * (yy + gam_zb[:, None, :])).sum(-1) + gam_bb
+        dp = dp + quad * (1 - 2 * p)
+        dz = dz + (2 * s[..., None]) * yy
+    dl = dp * s if dlog is None else dp * s + dlog
+    out.copy_(dz + dl[..., None] * w[:, None, :])
+    return dl, (dl[..., None] * zc).sum(1)
+
+
+def backward(
+    lay: Layout,
+    saved: tuple[Tensor, ...],
+    square: str | None,
+    grads_in: tuple[Tensor | None, ...],
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(dz, dW [B, 1, d], db [B, 1]) from saved (z, weight, p, r, u) and the output gradients
+    (dlogits, dG, dQ, dH), any of them None."""
+    z, weight, p_all, r_all, u_all = saved
+    dlogits, dgrad, dsq, dhess = grads_in
+    b, n_all, d = z.shape
+    w = weight[:, 0]
+    rows = fused.chunk_rows(z, dhess is not None)
+    dz = torch.empty_like(z, memory_format=torch.contiguous_format)
+    dw = z.new_zeros(b, d)
+    dl_all = z.new_empty(b, n_all)
+    for e, (start, stop) in enumerate(lay.bounds):
+        n = stop - start
+        dg = dgrad[:, e, 0] / n if dgrad is not None else None
+        dq = dsq[:, e, 0] / n if dsq is not None else None
+        gam = gzb = gbb = None
+        if dhess is not None:  # the bodies want contiguous vectors (a strided one is gathered)
+            gam = (dhess[:, e] + dhess[:, e].mT) / (2 * n)
+            gzb, gbb = gam[:, :d, d].contiguous(), gam[:, d, d:].contiguous()
+        for lo, hi in lay.chunks(e, rows):
+            zc = z[:, lo:hi]
+            yg = None if gam is None else torch.bmm(zc, gam[:, :d, :d])
+            got = fused.run(
+                _backward_rows,
+                zc,
+                p_all[:, lo:hi, 0],
+                r_all[:, lo:hi, 0],
+                None if u_all is None else u_all[:, lo:hi, 0],
+                yg,
+                w,
+                dg,
+                dq,
+                gzb,
+                gbb,
+                None if dlogits is None else dlogits[:, lo:hi, 0],
+                square if dq is not None else None,
+                dz[:, lo:hi],
+            )
+            if got is None:
+                return None
+            dl_all[:, lo:hi] = got[0]
+            dw += got[1]
+    return dz, dw[:, None], dl_all.sum(1)[:, None]
