@@ -260,9 +260,7 @@ def run(args: argparse.Namespace) -> int:
     names = args.methods or list(METHODS)
     before = load()
     device = str(resolve_device(args.device))  # `auto` named as what it resolved to
-    keep = getattr(runtime, "keep_freed_memory", None)
-    if keep is not None:  # fresh 78 MB tensors would fault their pages in at every step
-        keep()
+    runtime.keep_freed_memory()  # else fresh 78 MB tensors fault their pages in at every step
     times = run_benchmark(names, args.restarts, args.rows, args.repeats, device, args.fused)
     print(
         f"restarts {args.restarts}, rows {args.rows}, hidden {M.HIDDEN}, device {device}, "
