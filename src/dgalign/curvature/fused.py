@@ -24,6 +24,7 @@ compiler that fails makes the kernels fall back to the eager code, with one warn
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -106,6 +107,9 @@ def run(fn: Callable[..., Any], *args: Any) -> Any:
         return None
     name = f"{fn.__module__}.{fn.__qualname__}"
     if name not in _compiled:
+        if not torch.cuda.is_available():  # inductor's C++ build would log "No CUDA runtime
+            # is found" on a CPU-only machine, which says nothing about CPU kernels
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         _compiled[name] = torch.compile(fn, dynamic=True, fullgraph=True, options=_OPTIONS)
     try:
         return _compiled[name](*args)
