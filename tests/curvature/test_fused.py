@@ -24,6 +24,7 @@ SIZES = (11, 20)  # chunks of 8 rows: 8 + 3 and 8 + 8 + 4 (with the Hessian: 11 
 @pytest.fixture(autouse=True)
 def _state(monkeypatch):
     monkeypatch.setattr(fused, "CHUNK_ELEMENTS", 64)  # 8 rows of d = 4 for two restarts
+    monkeypatch.setattr(fused, "HESSIAN_CHUNK_ELEMENTS", 128)  # 16 rows
     monkeypatch.delenv(fused.ENV_VAR, raising=False)
     monkeypatch.setitem(fused._state, "mode", None)
     monkeypatch.setitem(fused._state, "broken", False)
@@ -149,3 +150,10 @@ def test_two_logits_never_take_the_fused_path(monkeypatch):
         warnings.simplefilter("error")
         head_moments(z, w, b, y, [10, 20], "hessian_diag", True)
     assert calls == []
+
+
+def test_chunk_rows_follow_the_element_budgets():
+    z = torch.zeros(2, 100, 4)  # 8 entries per row of the batch
+    assert fused.chunk_rows(z) == 64 // 8
+    assert fused.chunk_rows(z, hessian=True) == 128 // 8
+    assert fused.chunk_rows(torch.zeros(1, 10, 10**6)) == 8  # never fewer than 8 rows
