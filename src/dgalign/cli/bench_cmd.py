@@ -1,12 +1,14 @@
 """`dgalign bench curvature`: step time and peak memory of the curvature-alignment methods
 next to ERM (`dgalign.bench.curvature`); `dgalign bench cmnist-step`: the Colored MNIST rows'
-training step against ERM and a preallocated-GEMM bound (`dgalign.bench.cmnist_step`)."""
+training step against ERM and a preallocated-GEMM bound (`dgalign.bench.cmnist_step`);
+`dgalign bench head-products`: the matrix products that bound the head kernels
+(`dgalign.bench.head_products`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from dgalign.bench import cmnist_step, curvature
+from dgalign.bench import cmnist_step, curvature, head_products
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     cmnist_step.add_arguments(step)
     step.set_defaults(handler=cmnist_step.run)
+    prods = benches.add_parser(
+        "head-products",
+        help="the matrix products that bound the closed-form head kernels, side by side",
+        description=head_products.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    head_products.add_arguments(prods)
+    prods.set_defaults(handler=head_products.run)
 
 
 def run_curvature(args: argparse.Namespace) -> int:
