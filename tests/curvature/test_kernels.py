@@ -27,6 +27,7 @@ SIZES = (5, 8, 3)
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch):
     monkeypatch.setattr(_head, "CHUNK_ELEMENTS", 35)
+    monkeypatch.setattr(_head, "LEFT_BLOCK_ROWS", 2)  # chunks of 5 and 8 rows go in blocks
     monkeypatch.setattr(forms, "BLOCK_ELEMENTS", 36)
 
 
@@ -155,3 +156,19 @@ def test_hessian_forms(c, batch):
 
     hs = per_restart(forms_of, batch)(z, logits)
     check([got], [hs.square().sum((-2, -1))], (z, w))
+
+
+@pytest.mark.parametrize("k", [1, 2, 9])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("rows", [3, 8, 11])
+@pytest.mark.parametrize("strided", [False, True])
+def test_add_left_product_equals_one_product(k, batch, rows, strided):
+    """Row blocks (one batch entry, k <= 8, at least two blocks) or the single product."""
+    g = torch.Generator().manual_seed(rows + 10 * k)
+    x = torch.randn(batch, rows + 5, 12, generator=g, dtype=F64)[:, 2 : 2 + rows]
+    x = x[..., ::2] if strided else x[..., :6]  # a row slice as the kernels pass, or strided
+    u = torch.randn(batch, rows, k, generator=g, dtype=F64)
+    acc = torch.randn(batch, k, 6, generator=g, dtype=F64)
+    want = acc + u.mT @ x
+    _head.add_left_product(acc, u, x)
+    torch.testing.assert_close(acc, want, rtol=1e-12, atol=1e-12)

@@ -11,7 +11,8 @@ round; medians and minima over rounds):
   and above the diagonal, chunks of the forward pass) and as one full product;
 - `U^T Z` and `Z V` for k = 1, 2, 4 vectors (U [n, k], V [d, k]): the matrix-vector products of
   HGP, HessianDiag and Fishr (gradients, Hessian-vector products, row sums), in the forward
-  pass's chunks.
+  pass's chunks; `U^T Z` both as one product per chunk and in row blocks, as the kernels run
+  it (`_head.add_left_product`).
 
 Printed: milliseconds, GFLOP/s (2 n d d or 2 n d k per product; the upper-blocks row is
 counted as the full product, so its rate over the full product's is the saving) and the rate
@@ -80,6 +81,15 @@ def products(
 
         return once
 
+    def left_blocked(k: int) -> Callable[[], None]:
+        uk, acc = u[..., :k].contiguous(), torch.zeros(1, k, d, device=device)
+
+        def once() -> None:
+            for a, b in spans(forward_rows):
+                _head.add_left_product(acc, uk[:, a:b], z[:, a:b])
+
+        return once
+
     def right(k: int) -> Callable[[], None]:
         vk, res = v[:, :k].contiguous(), torch.empty(1, n, k, device=device)
 
@@ -98,6 +108,8 @@ def products(
     table["Z^T S Z, one full product"] = (full_hessian, square)
     for k in (1, 2, 4):
         table[f"U^T Z, k = {k}"] = (left(k), 2.0 * n * d * k)
+    for k in (1, 2, 4):
+        table[f"U^T Z, k = {k}, row blocks"] = (left_blocked(k), 2.0 * n * d * k)
     for k in (1, 2, 4):
         table[f"Z V, k = {k}"] = (right(k), 2.0 * n * d * k)
     return table

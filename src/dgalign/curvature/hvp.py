@@ -8,6 +8,7 @@ features forward (G first, then a, S a and the product), two backward:
     adjoint L of H_e v:  lambda = Z~ L^T,  da = S lambda,  dp += d(S a)/dp . lambda,
                          dv = da^T Z~ (= H L)
     dZ~ = dl W~ + Q L + da V + R dG    (Q = S a, V = the vectors, one product for all four)
+(with fused kernels on, `_fused_hvp` runs this last pass for one logit as one compiled body)
 `head_hutchinson_probes`: G_e and Hutchinson's estimates (1/m) sum_k r_k * (H_e r_k) with
 Rademacher probes r_k, for heads too wide to build H_e; probes are drawn in batches from a
 seeded generator and drawn again in backward, so they are never all stored.
@@ -21,8 +22,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from dgalign.curvature import _fused_hvp, fused
 from dgalign.curvature._head import (
     Layout,
+    add_left_product,
     apply_s,
     apply_s_vjp,
     head_rows,
@@ -46,7 +49,7 @@ def _first_pass(lay: Layout, rows: int) -> tuple[Tensor, Tensor, Tensor, Tensor]
             zc = z[:, lo:hi]
             view = slice(None), slice(lo, hi)
             _, _, rc = head_rows(zc, weight, bias, y[view], logits[view], p_all[view], r_all[view])
-            gw.baddbmm_(rc.mT, zc)
+            add_left_product(gw, rc, zc)
         grads.append(with_bias(gw, r_all[:, start:stop].sum(1)) / (stop - start))
     return logits, p_all, r_all, torch.stack(grads, 1)
 
@@ -77,7 +80,7 @@ class _HGP(torch.autograd.Function):
                 ac = torch.baddbmm(vb[:, None], zc, vw.mT)
                 qc = apply_s(p_all[:, lo:hi], ac.view(b, hi - lo, 2, c)).view(b, hi - lo, 2 * c)
                 a_all[:, lo:hi], q_all[:, lo:hi] = ac, qc
-                hw.baddbmm_(qc.mT, zc)
+                add_left_product(hw, qc, zc)
             hv = with_bias(hw, q_all[:, start:stop].sum(1)) / (stop - start)
             prods.append(hv.view(b, 2, c, d + 1))
         prods = torch.stack(prods, 1)  # [B, E, 2, C, D]
@@ -113,7 +116,7 @@ class _HGP(torch.autograd.Function):
                 da = apply_s(pc, lam).view(b, hi - lo, 2 * c)
                 da_all[:, lo:hi] = da
                 dpq_all[:, lo:hi] = apply_s_vjp(pc, ac, lam)
-                dvw.baddbmm_(da.mT, zc)
+                add_left_product(dvw, da, zc)
             hl.append(with_bias(dvw, da_all[:, start:stop].sum(1)).view(b, 2, c, d + 1))
         dg_bar = sum(h[:, 1] for h in hl)
         dz = torch.empty_like(z, memory_format=torch.contiguous_format)
@@ -128,14 +131,36 @@ class _HGP(torch.autograd.Function):
             lw, _ = _split(adj[e])
             vw, _ = _split(torch.stack([grads[:, e], g_bar], 1))
             rhs = torch.cat([weight, lw, vw, dg[..., :d]], 1)
-            for lo, hi in lay.chunks(e, rows):
+            fuse = c == 1 and fused.enabled(z)
+            if fuse:
+                lw, vw = lw.contiguous(), vw.contiguous()
+            for lo, hi in lay.chunks(e, fused.chunk_rows(z) if fuse else rows):
                 zc, pc = z[:, lo:hi], p_all[:, lo:hi]
+                if fuse:
+                    got = _fused_hvp.last_pass(
+                        zc,
+                        pc,
+                        r_all[:, lo:hi],
+                        q_all[:, lo:hi],
+                        da_all[:, lo:hi],
+                        dpq_all[:, lo:hi],
+                        None if dlogits is None else dlogits[:, lo:hi],
+                        weight,
+                        dg,
+                        lw,
+                        vw,
+                        dz[:, lo:hi],
+                    )
+                    if got is not None:
+                        dl_all[:, lo:hi, 0] = got[0]
+                        dw[:, 0] += got[1]
+                        continue
                 dp = torch.baddbmm(dg[:, None, :, d], zc, dg[..., :d].mT) + dpq_all[:, lo:hi]
                 dl = logit_vjp(pc, dp)
                 if dlogits is not None:
                     dl = dl + dlogits[:, lo:hi]
                 dl_all[:, lo:hi] = dl
-                dw.baddbmm_(dl.mT, zc)
+                add_left_product(dw, dl, zc)
                 left = torch.cat([dl, q_all[:, lo:hi], da_all[:, lo:hi], r_all[:, lo:hi]], -1)
                 dz[:, lo:hi] = torch.bmm(left, rhs)
         return dz, dw, dl_all.sum(1), None, None, None

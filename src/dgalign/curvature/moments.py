@@ -30,6 +30,7 @@ from dgalign.curvature import _fused_moments as _fused
 from dgalign.curvature import fused
 from dgalign.curvature._head import (
     Layout,
+    add_left_product,
     augmented,
     head_rows,
     layout,
@@ -191,11 +192,11 @@ class _Moments(torch.autograd.Function):
                 _, pc, rc = head_rows(
                     zc, weight, bias, y[view], logits[view], p_all[view], r_all[view]
                 )
-                gw.baddbmm_(rc.mT, zc)
+                add_left_product(gw, rc, zc)
                 if square:
                     uc = _square_weights(square, pc, rc, u_all[view])
                     sq = torch.mul(zc, zc, out=buf[:, : hi - lo, :d])
-                    qw.baddbmm_(uc.mT, sq)
+                    add_left_product(qw, uc, sq)
                 if hessian and c == 1:
                     _hessian_chunk_one_logit(h, zc, pc, buf)
                 elif hessian:
@@ -286,7 +287,7 @@ class _Moments(torch.autograd.Function):
                 if dl is None:
                     dl = torch.zeros_like(pc)
                 dl_all[:, lo:hi] = dl
-                dw.baddbmm_(dl.mT, zc)
+                add_left_product(dw, dl, zc)
                 left = dl if dg is None else torch.cat([dl, rc], -1)
                 _write(dz, lo, hi, left, rhs, extra, in_dz)
         return dz, dw, dl_all.sum(1), None, None, None, None
