@@ -27,7 +27,7 @@ SIZES = (5, 8, 3)
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch):
     monkeypatch.setattr(_head, "CHUNK_ELEMENTS", 35)
-    monkeypatch.setattr(_head, "LEFT_BLOCK_ROWS", 2)  # chunks of 5 and 8 rows go in blocks
+    monkeypatch.setattr(_head, "BLOCK_ROWS", 2)  # chunks of 5 and 8 rows go in blocks
     monkeypatch.setattr(forms, "BLOCK_ELEMENTS", 36)
 
 
@@ -172,3 +172,22 @@ def test_add_left_product_equals_one_product(k, batch, rows, strided):
     want = acc + u.mT @ x
     _head.add_left_product(acc, u, x)
     torch.testing.assert_close(acc, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("rows", [3, 8, 11])
+@pytest.mark.parametrize("strided", [False, True])
+def test_right_product_equals_one_product(k, batch, rows, strided):
+    """Row blocks (one batch entry, one vector, at least two blocks) or the single product,
+    written into a row slice of a larger output as `head_rows` does."""
+    g = torch.Generator().manual_seed(rows + 10 * k)
+    x = torch.randn(batch, rows + 5, 12, generator=g, dtype=F64)[:, 2 : 2 + rows]
+    x = x[..., ::2] if strided else x[..., :6]
+    v = torch.randn(batch, k, 6, generator=g, dtype=F64)
+    bias = torch.randn(batch, k, generator=g, dtype=F64)
+    full = torch.zeros(batch, rows + 3, k, dtype=F64)
+    got = _head.right_product(full[:, 1 : 1 + rows], bias, x, v)
+    torch.testing.assert_close(got, bias[:, None] + x @ v.mT, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(full[:, 1 : 1 + rows], got)
+    assert not full[:, 0].any() and not full[:, 1 + rows :].any()

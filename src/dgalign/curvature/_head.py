@@ -20,8 +20,8 @@ from torch import Tensor
 #: on the CPU, passes over the features go in chunks of rows of about this many entries, so
 #: the several products of a pass find their chunk in cache (one read of z from memory)
 CHUNK_ELEMENTS = 1 << 21
-#: rows per block of `add_left_product`'s blocked product
-LEFT_BLOCK_ROWS = 128
+#: rows per block of the blocked matrix-vector products (`add_left_product`, `right_product`)
+BLOCK_ROWS = 128
 #: the most vectors (columns of u) `add_left_product` cuts into row blocks
 LEFT_BLOCK_MAX_K = 8
 
@@ -153,7 +153,7 @@ def head_rows(
     zc: Tensor, weight: Tensor, bias: Tensor, y: Tensor, logits: Tensor, p: Tensor, r: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Logits, p and r of a chunk of rows, written into the given views of the full arrays."""
-    torch.baddbmm(bias[:, None, :], zc, weight.mT, out=logits)
+    right_product(logits, bias, zc, weight)
     if logits.shape[-1] == 1:
         torch.sigmoid(logits, out=p)
         torch.sub(p, y[..., None], out=r)
@@ -190,11 +190,11 @@ def add_left_product(acc: Tensor, u: Tensor, x: Tensor) -> None:
 
     On the CPU MKL runs one [k, R] x [R, d] product with small k at about half the speed of
     a read of x (`dgalign bench head-products`); for one batch entry the rows go in blocks of
-    `LEFT_BLOCK_ROWS` as one batched product [R / b, k, b] x [R / b, b, d] summed over the
+    `BLOCK_ROWS` as one batched product [R / b, k, b] x [R / b, b, d] summed over the
     blocks, which reads x at memory speed. Other cases (several batch entries, whose blocks
     do not form one batch dim, other devices, wide u) take the single product."""
     b, rows = x.shape[:2]
-    k, step = u.shape[-1], LEFT_BLOCK_ROWS
+    k, step = u.shape[-1], BLOCK_ROWS
     m = rows // step * step
     if b != 1 or x.device.type != "cpu" or k > LEFT_BLOCK_MAX_K or m < 2 * step:
         acc.baddbmm_(u.mT, x)
@@ -203,3 +203,23 @@ def add_left_product(acc: Tensor, u: Tensor, x: Tensor) -> None:
     acc[0] += blocks.sum(0)
     if m < rows:
         acc.baddbmm_(u[:, m:].mT, x[:, m:])
+
+
+def right_product(out: Tensor, bias: Tensor, x: Tensor, v: Tensor) -> Tensor:
+    """out = bias + x v^T for x [B, R, d], v [B, k, d], bias [B, k], written into out [B, R, k].
+
+    For one vector (k = 1) MKL's matrix-vector path reads x at about half the speed of a
+    batched product (`dgalign bench head-products`); for one batch entry on the CPU the rows
+    go in blocks of `BLOCK_ROWS`, one [R / b] batch of [b, d] x [d, 1] products. Two or more
+    vectors already run at memory speed as one product."""
+    b, rows, d = x.shape
+    step = BLOCK_ROWS
+    m = rows // step * step
+    if b != 1 or v.shape[1] != 1 or x.device.type != "cpu" or m < 2 * step:
+        return torch.baddbmm(bias[:, None, :], x, v.mT, out=out)
+    blocks = out[0, :m].unflatten(0, (-1, step))
+    vs = v[0].mT.expand(m // step, d, 1)
+    torch.baddbmm(bias[0].expand(1, 1, 1), x[0, :m].unflatten(0, (-1, step)), vs, out=blocks)
+    if m < rows:
+        torch.baddbmm(bias[:, None, :], x[:, m:], v.mT, out=out[:, m:])
+    return out
