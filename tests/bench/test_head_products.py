@@ -26,7 +26,7 @@ def test_table_through_the_cli(capsys):
 
 def test_products_compute_what_they_name():
     table = products(30, 5, [7], torch.device("cpu"))
-    assert len(table) == 1 + 2 + 3 + 3 + 3
+    assert len(table) == 1 + 2 + 3 + 3 + 3 + 1
     for run, flops in table.values():
         run()
         assert flops > 0

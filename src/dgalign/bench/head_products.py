@@ -11,8 +11,8 @@ round; medians and minima over rounds):
   and above the diagonal, chunks of the forward pass) and as one full product;
 - `U^T Z` and `Z V` for k = 1, 2, 4 vectors (U [n, k], V [d, k]): the matrix-vector products of
   HGP, HessianDiag and Fishr (gradients, Hessian-vector products, row sums), in the forward
-  pass's chunks; `U^T Z` both as one product per chunk and in row blocks, as the kernels run
-  it (`_head.add_left_product`).
+  pass's chunks; `U^T Z` (and `Z V` for one vector) both as one product per chunk and in row
+  blocks, as the kernels run them (`_head.add_left_product`, `_head.right_product`).
 
 Printed: milliseconds, GFLOP/s (2 n d d or 2 n d k per product; the upper-blocks row is
 counted as the full product, so its rate over the full product's is the saving) and the rate
@@ -99,6 +99,15 @@ def products(
 
         return once
 
+    def right_blocked() -> Callable[[], None]:
+        v1, res, zero = v[:, :1].contiguous(), torch.empty(1, n, 1, device=device), u[0, :1, :1]
+
+        def once() -> None:
+            for a, b in spans(forward_rows):
+                _head.right_product(res[:, a:b], zero, z[:, a:b], v1)
+
+        return once
+
     square = 2.0 * n * d * d
     table: dict[str, tuple[Callable[[], None], float]] = {}
     for rows in chunk_rows:
@@ -112,6 +121,7 @@ def products(
         table[f"U^T Z, k = {k}, row blocks"] = (left_blocked(k), 2.0 * n * d * k)
     for k in (1, 2, 4):
         table[f"Z V, k = {k}"] = (right(k), 2.0 * n * d * k)
+    table["Z V, k = 1, row blocks"] = (right_blocked(), 2.0 * n * d)
     return table
 
 
