@@ -132,6 +132,11 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
     assert len(record) == 1 and fused._state["broken"]
     assert_close(got, want)
     assert_close(got_hessian, outputs_and_grads(hessian, "off"))
+
+    def hgp(z, w, b, y):
+        return head_hgp(z, w, b, y, SIZES, (0.5, 0.5))
+
+    assert_close(outputs_and_grads(hgp, "on"), outputs_and_grads(hgp, "off"))
     with fused_kernels(True):
         assert not fused.enabled(torch.empty(1, 1, 1))  # off for the rest of the process
 
