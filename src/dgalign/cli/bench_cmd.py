@@ -7,6 +7,8 @@ training step against ERM and a preallocated-GEMM bound (`dgalign.bench.cmnist_s
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from types import ModuleType
 
 from dgalign.bench import cmnist_step, curvature, head_products
 
@@ -14,30 +16,44 @@ from dgalign.bench import cmnist_step, curvature, head_products
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="run a benchmark")
     benches = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    cur = benches.add_parser(
+    _add(
+        benches,
         "curvature",
-        help="step time and peak memory of ERM, HGP, Hutchinson, HessianDiag, CMA",
-        description=curvature.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        curvature,
+        "step time and peak memory of ERM, HGP, Hutchinson, HessianDiag, CMA",
+        run_curvature,
     )
-    curvature.add_arguments(cur)
-    cur.set_defaults(handler=run_curvature)
-    step = benches.add_parser(
+    _add(
+        benches,
         "cmnist-step",
-        help="Colored MNIST training step of every row vs ERM and the GEMM bound",
-        description=cmnist_step.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        cmnist_step,
+        "Colored MNIST training step of every row vs ERM and the GEMM bound",
     )
-    cmnist_step.add_arguments(step)
-    step.set_defaults(handler=cmnist_step.run)
-    prods = benches.add_parser(
+    _add(
+        benches,
         "head-products",
-        help="the matrix products that bound the closed-form head kernels, side by side",
-        description=head_products.__doc__,
+        head_products,
+        "the matrix products that bound the closed-form head kernels, side by side",
+    )
+
+
+def _add(
+    benches: argparse._SubParsersAction,
+    name: str,
+    module: ModuleType,
+    help_text: str,
+    handler: Callable[[argparse.Namespace], int] | None = None,
+) -> None:
+    """One benchmark subcommand: its module's docstring, `add_arguments` and `run` (or
+    `handler`)."""
+    parser = benches.add_parser(
+        name,
+        help=help_text,
+        description=module.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    head_products.add_arguments(prods)
-    prods.set_defaults(handler=head_products.run)
+    module.add_arguments(parser)
+    parser.set_defaults(handler=handler or module.run)
 
 
 def run_curvature(args: argparse.Namespace) -> int:
