@@ -28,6 +28,7 @@ SIZES = (5, 8, 3)
 def _small_chunks(monkeypatch):
     monkeypatch.setattr(_head, "CHUNK_ELEMENTS", 35)
     monkeypatch.setattr(_head, "BLOCK_ROWS", 2)  # chunks of 5 and 8 rows go in blocks
+    monkeypatch.setattr(_head, "BLOCKED_PRODUCTS", True)  # whatever this CPU's default
     monkeypatch.setattr(forms, "BLOCK_ELEMENTS", 36)
 
 
@@ -113,6 +114,24 @@ def test_head_hgp(c, batch):
     check(outs, [logits, grads, t, u], (z, w, b))
 
 
+@pytest.mark.parametrize("c", [1, 2])
+@pytest.mark.parametrize("used", [(0,), (2,), (3,), (1, 3), (0, 2)])
+def test_head_hgp_with_some_outputs_unused(c, used):
+    """Outputs a loss does not use reach backward as None (no materialised zeros)."""
+    z, w, b, y = make(c, (2,))
+    mean_weights = [0.2, 0.5, 0.3]
+    outs = head_hgp(z, w, b, y, SIZES, mean_weights)
+    g = torch.Generator().manual_seed(5)
+    coefs = [torch.randn(o.shape, generator=g, dtype=F64) for o in outs]
+    got = torch.autograd.grad(sum((outs[i] * coefs[i]).sum() for i in used), (z, w, b))
+    again = head_hgp(z, w, b, y, SIZES, mean_weights)
+    zeros = sum((o * 0).sum() for o in again)  # every output used, the others with weight 0
+    total = sum((again[i] * coefs[i]).sum() for i in used) + zeros
+    want = torch.autograd.grad(total, (z, w, b))
+    for a, e in zip(got, want, strict=True):
+        assert float((a - e).abs().max() / e.abs().max()) < 1e-12
+
+
 @pytest.mark.parametrize("c", [1, 7])
 def test_head_hutchinson_probes_in_several_batches(c):
     batch, m, d = (2,), 7, 4
@@ -162,7 +181,8 @@ def test_hessian_forms(c, batch):
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("rows", [3, 8, 11])
 @pytest.mark.parametrize("strided", [False, True])
-def test_add_left_product_equals_one_product(k, batch, rows, strided):
+@pytest.mark.parametrize("blocked", [True, False])
+def test_add_left_product_equals_one_product(k, batch, rows, strided, blocked):
     """Row blocks (one batch entry, k <= 8, at least two blocks) or the single product."""
     g = torch.Generator().manual_seed(rows + 10 * k)
     x = torch.randn(batch, rows + 5, 12, generator=g, dtype=F64)[:, 2 : 2 + rows]
@@ -170,7 +190,7 @@ def test_add_left_product_equals_one_product(k, batch, rows, strided):
     u = torch.randn(batch, rows, k, generator=g, dtype=F64)
     acc = torch.randn(batch, k, 6, generator=g, dtype=F64)
     want = acc + u.mT @ x
-    _head.add_left_product(acc, u, x)
+    _head.add_left_product(acc, u, x, blocked)
     torch.testing.assert_close(acc, want, rtol=1e-12, atol=1e-12)
 
 
@@ -178,7 +198,8 @@ def test_add_left_product_equals_one_product(k, batch, rows, strided):
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("rows", [3, 8, 11])
 @pytest.mark.parametrize("strided", [False, True])
-def test_right_product_equals_one_product(k, batch, rows, strided):
+@pytest.mark.parametrize("blocked", [True, False])
+def test_right_product_equals_one_product(k, batch, rows, strided, blocked):
     """Row blocks (one batch entry, one vector, at least two blocks) or the single product,
     written into a row slice of a larger output as `head_rows` does."""
     g = torch.Generator().manual_seed(rows + 10 * k)
@@ -187,7 +208,21 @@ def test_right_product_equals_one_product(k, batch, rows, strided):
     v = torch.randn(batch, k, 6, generator=g, dtype=F64)
     bias = torch.randn(batch, k, generator=g, dtype=F64)
     full = torch.zeros(batch, rows + 3, k, dtype=F64)
-    got = _head.right_product(full[:, 1 : 1 + rows], bias, x, v)
+    got = _head.right_product(full[:, 1 : 1 + rows], bias, x, v, blocked)
     torch.testing.assert_close(got, bias[:, None] + x @ v.mT, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(full[:, 1 : 1 + rows], got)
     assert not full[:, 0].any() and not full[:, 1 + rows :].any()
+
+
+def test_blocked_products_default_by_vendor_and_environment(monkeypatch):
+    assert isinstance(_head.cpu_vendor(), str)  # this machine's, "" where /proc says nothing
+    monkeypatch.delenv(_head.BLOCKED_ENV_VAR, raising=False)
+    monkeypatch.setattr(_head, "cpu_vendor", lambda: "AuthenticAMD")
+    assert _head.default_blocked()
+    monkeypatch.setattr(_head, "cpu_vendor", lambda: "GenuineIntel")
+    assert not _head.default_blocked()
+    monkeypatch.setenv(_head.BLOCKED_ENV_VAR, "1")
+    assert _head.default_blocked()
+    monkeypatch.setenv(_head.BLOCKED_ENV_VAR, "0")
+    monkeypatch.setattr(_head, "cpu_vendor", lambda: "AuthenticAMD")
+    assert not _head.default_blocked()

@@ -124,7 +124,7 @@ def gemm_bound(restarts: int, rows: int, device: torch.device) -> Callable[[], f
 
 SUFFIXES = {"+fused": "on", "+eager": "off"}
 #: rows that run no fused kernel (penalties of the logits; HGP's kernel is eager), timed once
-UNFUSED = ("ERM", "IRM", "VREx")
+UNFUSED = ("ERM", "IRM", "VREx", "HGP")
 FUSED_CHOICES = ("auto", "on", "off", "both")
 
 

@@ -86,7 +86,7 @@ def products(
 
         def once() -> None:
             for a, b in spans(forward_rows):
-                _head.add_left_product(acc, uk[:, a:b], z[:, a:b])
+                _head.add_left_product(acc, uk[:, a:b], z[:, a:b], blocked=True)
 
         return once
 
@@ -104,7 +104,7 @@ def products(
 
         def once() -> None:
             for a, b in spans(forward_rows):
-                _head.right_product(res[:, a:b], zero, z[:, a:b], v1)
+                _head.right_product(res[:, a:b], zero, z[:, a:b], v1, blocked=True)
 
         return once
 

@@ -11,6 +11,7 @@ and every vector of head parameters is a [C, D] matrix, D = d + 1, bias in the l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,35 @@ CHUNK_ELEMENTS = 1 << 21
 BLOCK_ROWS = 128
 #: the most vectors (columns of u) `add_left_product` cuts into row blocks
 LEFT_BLOCK_MAX_K = 8
+BLOCKED_ENV_VAR = "DGALIGN_BLOCKED_PRODUCTS"
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"; "" if unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def default_blocked() -> bool:
+    """Whether the row-blocked products run by default: DGALIGN_BLOCKED_PRODUCTS=1|0 if set,
+    else on AMD CPUs only. Measured by `dgalign bench head-products` (docs/benchmarks.md): on
+    an AMD EPYC, MKL's products with few vectors ran at half the speed of a read of the
+    features and the blocks at memory speed; on an Intel Xeon MKL's own products ran at
+    memory speed and the blocks were slower."""
+    value = os.environ.get(BLOCKED_ENV_VAR, "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    return cpu_vendor() == "AuthenticAMD"
+
+
+#: whether `add_left_product` and `right_product` cut rows into blocks (CPU, one restart)
+BLOCKED_PRODUCTS = default_blocked()
 
 
 @dataclass
@@ -185,18 +215,20 @@ def linear_logits(z: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return out.reshape(*batch, n, c)
 
 
-def add_left_product(acc: Tensor, u: Tensor, x: Tensor) -> None:
+def add_left_product(acc: Tensor, u: Tensor, x: Tensor, blocked: bool | None = None) -> None:
     """acc += u^T x for u [B, R, k] with few columns and x [B, R, d] (acc [B, k, d]).
 
     On the CPU MKL runs one [k, R] x [R, d] product with small k at about half the speed of
     a read of x (`dgalign bench head-products`); for one batch entry the rows go in blocks of
     `BLOCK_ROWS` as one batched product [R / b, k, b] x [R / b, b, d] summed over the
     blocks, which reads x at memory speed. Other cases (several batch entries, whose blocks
-    do not form one batch dim, other devices, wide u) take the single product."""
+    do not form one batch dim, other devices, wide u) take the single product, and so do all
+    when `blocked` (default `BLOCKED_PRODUCTS`) is False."""
     b, rows = x.shape[:2]
     k, step = u.shape[-1], BLOCK_ROWS
     m = rows // step * step
-    if b != 1 or x.device.type != "cpu" or k > LEFT_BLOCK_MAX_K or m < 2 * step:
+    blocked = BLOCKED_PRODUCTS if blocked is None else blocked
+    if not blocked or b != 1 or x.device.type != "cpu" or k > LEFT_BLOCK_MAX_K or m < 2 * step:
         acc.baddbmm_(u.mT, x)
         return
     blocks = torch.bmm(u[0, :m].unflatten(0, (-1, step)).mT, x[0, :m].unflatten(0, (-1, step)))
@@ -205,17 +237,21 @@ def add_left_product(acc: Tensor, u: Tensor, x: Tensor) -> None:
         acc.baddbmm_(u[:, m:].mT, x[:, m:])
 
 
-def right_product(out: Tensor, bias: Tensor, x: Tensor, v: Tensor) -> Tensor:
+def right_product(
+    out: Tensor, bias: Tensor, x: Tensor, v: Tensor, blocked: bool | None = None
+) -> Tensor:
     """out = bias + x v^T for x [B, R, d], v [B, k, d], bias [B, k], written into out [B, R, k].
 
     For one vector (k = 1) MKL's matrix-vector path reads x at about half the speed of a
     batched product (`dgalign bench head-products`); for one batch entry on the CPU the rows
-    go in blocks of `BLOCK_ROWS`, one [R / b] batch of [b, d] x [d, 1] products. Two or more
-    vectors already run at memory speed as one product."""
+    go in blocks of `BLOCK_ROWS`, one [R / b] batch of [b, d] x [d, 1] products (when
+    `blocked`, default `BLOCKED_PRODUCTS`). Two or more vectors already run at memory speed as
+    one product."""
     b, rows, d = x.shape
     step = BLOCK_ROWS
     m = rows // step * step
-    if b != 1 or v.shape[1] != 1 or x.device.type != "cpu" or m < 2 * step:
+    blocked = BLOCKED_PRODUCTS if blocked is None else blocked
+    if not blocked or b != 1 or v.shape[1] != 1 or x.device.type != "cpu" or m < 2 * step:
         return torch.baddbmm(bias[:, None, :], x, v.mT, out=out)
     blocks = out[0, :m].unflatten(0, (-1, step))
     vs = v[0].mT.expand(m // step, d, 1)

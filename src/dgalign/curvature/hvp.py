@@ -8,7 +8,8 @@ features forward (G first, then a, S a and the product), two backward:
     adjoint L of H_e v:  lambda = Z~ L^T,  da = S lambda,  dp += d(S a)/dp . lambda,
                          dv = da^T Z~ (= H L)
     dZ~ = dl W~ + Q L + da V + R dG    (Q = S a, V = the vectors, one product for all four)
-(with fused kernels on, `_fused_hvp` runs this last pass for one logit as one compiled body)
+For one logit (C = 1) `_hgp_one_logit` runs the same math with the per-sample vectors kept as
+rows [B, k, N] and one product per domain and pass; `_HGP` here is the general C.
 `head_hutchinson_probes`: G_e and Hutchinson's estimates (1/m) sum_k r_k * (H_e r_k) with
 Rademacher probes r_k, for heads too wide to build H_e; probes are drawn in batches from a
 seeded generator and drawn again in backward, so they are never all stored.
@@ -22,7 +23,6 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from dgalign.curvature import _fused_hvp, fused
 from dgalign.curvature._head import (
     Layout,
     add_left_product,
@@ -33,6 +33,7 @@ from dgalign.curvature._head import (
     logit_vjp,
     with_bias,
 )
+from dgalign.curvature._hgp_one_logit import OneLogitHGP
 
 
 def _first_pass(lay: Layout, rows: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -131,30 +132,8 @@ class _HGP(torch.autograd.Function):
             lw, _ = _split(adj[e])
             vw, _ = _split(torch.stack([grads[:, e], g_bar], 1))
             rhs = torch.cat([weight, lw, vw, dg[..., :d]], 1)
-            fuse = c == 1 and fused.enabled(z)
-            if fuse:
-                lw, vw = lw.contiguous(), vw.contiguous()
-            for lo, hi in lay.chunks(e, fused.chunk_rows(z) if fuse else rows):
+            for lo, hi in lay.chunks(e, rows):
                 zc, pc = z[:, lo:hi], p_all[:, lo:hi]
-                if fuse:
-                    got = _fused_hvp.last_pass(
-                        zc,
-                        pc,
-                        r_all[:, lo:hi],
-                        q_all[:, lo:hi],
-                        da_all[:, lo:hi],
-                        dpq_all[:, lo:hi],
-                        None if dlogits is None else dlogits[:, lo:hi],
-                        weight,
-                        dg,
-                        lw,
-                        vw,
-                        dz[:, lo:hi],
-                    )
-                    if got is not None:
-                        dl_all[:, lo:hi, 0] = got[0]
-                        dw[:, 0] += got[1]
-                        continue
                 dp = torch.baddbmm(dg[:, None, :, d], zc, dg[..., :d].mT) + dpq_all[:, lo:hi]
                 dl = logit_vjp(pc, dp)
                 if dlogits is not None:
@@ -179,8 +158,9 @@ def head_hgp(
     lay = layout(z, weight, bias, y, sizes)
     if len(mean_weights) != len(lay.bounds):
         raise ValueError(f"need one mean weight per domain, got {len(mean_weights)}")
+    kernel = OneLogitHGP if lay.weight.shape[1] == 1 else _HGP
     with torch.autocast(lay.z.device.type, enabled=False):
-        outs = _HGP.apply(
+        outs = kernel.apply(
             lay.z, lay.weight, lay.bias, lay.y, lay.bounds, [float(v) for v in mean_weights]
         )
     return tuple(lay.out(t) for t in outs)  # type: ignore[return-value]
