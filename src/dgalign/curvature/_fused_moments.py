@@ -5,10 +5,10 @@ divided by n; Y = z Gam_zz from BLAS when the Hessian is used):
     dp = z dg_w + dg_b + dU U'(p) + (z . (Y + 2 Gam_zb) + Gam_bb)(1 - 2 p),
     dU = (z * z) dq_w + dq_b,   dl = dlogits + s dp,   dw += dl^T z,
     dz = dl w + r dg_w + 2 u (dq_w * z) + 2 s (Y + Gam_zb),
-one compiled body (a loop for the row sums, one writing dz straight into its rows and summing
-dl z) instead of the eager code's separate squares, matrix-vector products and rank-1 and
-rank-2 updates. The forward passes stay eager: there the eager code's matrix-vector products
-already read each chunk once, and the compiled column sums were slower (docs/benchmarks.md).
+one compiled body (a loop for the row sums, one writing dz straight into its rows) instead of
+the eager code's separate squares, matrix-vector products and rank-1 and rank-2 updates; the
+column sum dl^T z stays a BLAS product (`_head.add_left_product`), which ran faster than the
+compiled one. The forward passes stay eager for the same reason (docs/benchmarks.md).
 None when the compiler failed (`fused.run`); `moments` then runs its eager backward.
 """
 
@@ -18,13 +18,13 @@ import torch
 from torch import Tensor
 
 from dgalign.curvature import fused
-from dgalign.curvature._head import Layout
+from dgalign.curvature._head import Layout, add_left_product
 
 
 def _backward_rows(
     zc, p, r, u, yg, w, dg, dq, gam_zb, gam_bb, dlog, square: str | None, out: Tensor
-) -> tuple[Tensor, Tensor]:
-    """(dl, dl^T z) of a chunk; dz (module docstring) written into `out`."""
+) -> Tensor:
+    """dl of a chunk; dz (module docstring) written into `out`."""
     s = p - p * p
     dp = torch.zeros_like(p)
     dz = torch.zeros_like(zc)
@@ -42,7 +42,7 @@ def _backward_rows(
         dz = dz + (2 * s[..., None]) * yy
     dl = dp * s if dlog is None else dp * s + dlog
     out.copy_(dz + dl[..., None] * w[:, None, :])
-    return dl, (dl[..., None] * zc).sum(1)
+    return dl
 
 
 def backward(
@@ -59,7 +59,7 @@ def backward(
     w = weight[:, 0]
     rows = fused.chunk_rows(z, dhess is not None)
     dz = torch.empty_like(z, memory_format=torch.contiguous_format)
-    dw = z.new_zeros(b, d)
+    dw = z.new_zeros(b, 1, d)
     dl_all = z.new_empty(b, n_all)
     for e, (start, stop) in enumerate(lay.bounds):
         n = stop - start
@@ -90,6 +90,6 @@ def backward(
             )
             if got is None:
                 return None
-            dl_all[:, lo:hi] = got[0]
-            dw += got[1]
-    return dz, dw[:, None], dl_all.sum(1)[:, None]
+            dl_all[:, lo:hi] = got
+            add_left_product(dw, got[..., None], zc)  # BLAS: faster than a compiled column sum
+    return dz, dw, dl_all.sum(1)[:, None]
