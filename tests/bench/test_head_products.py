@@ -20,13 +20,14 @@ def test_table_through_the_cli(capsys):
     out = capsys.readouterr().out
     assert "Z [50, 8] float32" in out
     rows = ("Z Gam, chunks of 16 rows", "Z Gam, chunks of all 50 rows", "U^T Z, k = 2, row blocks")
+    rows += ("V Z^T, whole domain, rows [k, n], k = 2",)
     for row in rows:
         assert f"| {row} |" in out
 
 
 def test_products_compute_what_they_name():
     table = products(30, 5, [7], torch.device("cpu"))
-    assert len(table) == 1 + 2 + 3 + 3 + 3 + 1
+    assert len(table) == 1 + 2 + 3 + 3 + 3 + 1 + 3 + 2
     for run, flops in table.values():
         run()
         assert flops > 0

@@ -12,7 +12,9 @@ round; medians and minima over rounds):
 - `U^T Z` and `Z V` for k = 1, 2, 4 vectors (U [n, k], V [d, k]): the matrix-vector products of
   HGP, HessianDiag and Fishr (gradients, Hessian-vector products, row sums), in the forward
   pass's chunks; `U^T Z` (and `Z V` for one vector) both as one product per chunk and in row
-  blocks, as the kernels run them (`_head.add_left_product`, `_head.right_product`).
+  blocks, as the kernels run them (`_head.add_left_product`, `_head.right_product`);
+- `V Z^T` and `U Z` with the vectors as rows [k, n], one product for the whole domain: the
+  layout of the one-logit HGP kernel (`curvature._hgp_one_logit`).
 
 Printed: milliseconds, GFLOP/s (2 n d d or 2 n d k per product; the upper-blocks row is
 counted as the full product, so its rate over the full product's is the saving) and the rate
@@ -108,6 +110,14 @@ def products(
 
         return once
 
+    def rows_right(k: int) -> Callable[[], None]:
+        vk = v[:, :k].contiguous()
+        return lambda: torch.bmm(vk, z.mT)  # [1, k, n]: the one-logit HGP kernel's layout
+
+    def rows_left(k: int) -> Callable[[], None]:
+        uk = u[..., :k].mT.contiguous()  # [1, k, n]
+        return lambda: torch.bmm(uk, z)
+
     square = 2.0 * n * d * d
     table: dict[str, tuple[Callable[[], None], float]] = {}
     for rows in chunk_rows:
@@ -122,6 +132,10 @@ def products(
     for k in (1, 2, 4):
         table[f"Z V, k = {k}"] = (right(k), 2.0 * n * d * k)
     table["Z V, k = 1, row blocks"] = (right_blocked(), 2.0 * n * d)
+    for k in (1, 2, 4):
+        table[f"V Z^T, whole domain, rows [k, n], k = {k}"] = (rows_right(k), 2.0 * n * d * k)
+    for k in (2, 4):
+        table[f"U Z, whole domain, U rows [k, n], k = {k}"] = (rows_left(k), 2.0 * n * d * k)
     return table
 
 
