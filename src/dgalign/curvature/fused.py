@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dgalign.curvature._head import cpu_vendor
 from dgalign.errors import ConfigError
 
 ENV_VAR = "DGALIGN_FUSED_KERNELS"
@@ -43,8 +44,10 @@ AUTO_MIN_ELEMENTS = 1 << 22
 #: chunk once per vector of columns, so it should stay in cache)
 CHUNK_ELEMENTS = 1 << 20
 #: the same with the head Hessian: its contraction Y = Z Gam_zz, a [rows, d] x [d, d] product,
-#: ran 20-25% faster with chunks of 2^18-2^19 entries than of 2^21 (its output stays in cache)
-HESSIAN_CHUNK_ELEMENTS = 1 << 19
+#: ran 20-25% faster with chunks of 2^18-2^19 entries than of 2^21 on an AMD EPYC (its output
+#: stays in cache) and 4% slower on an Intel Xeon, where 2^21 and whole domains ran fastest
+#: (`dgalign bench head-products`, docs/benchmarks.md)
+HESSIAN_CHUNK_ELEMENTS = 1 << 19 if cpu_vendor() == "AuthenticAMD" else 1 << 21
 _ALIASES = {"1": "on", "true": "on", "0": "off", "false": "off"}
 
 #: inductor options: compile in this process (a pool of compile workers would start, and
