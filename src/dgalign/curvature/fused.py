@@ -40,9 +40,11 @@ ENV_VAR = "DGALIGN_FUSED_KERNELS"
 MODES = ("auto", "on", "off")
 #: "auto" fuses a kernel call whose features [B, N, d] have at least this many entries
 AUTO_MIN_ELEMENTS = 1 << 22
-#: the fused body takes chunks of about this many feature entries (its column sum rereads the
-#: chunk once per vector of columns, so it should stay in cache)
-CHUNK_ELEMENTS = 1 << 20
+#: the fused body takes chunks of about this many feature entries: a whole Colored MNIST
+#: domain (25,000 x 390). The body streams rows (the column sum dl^T z is a BLAS product
+#: outside it), so it needs no cache-sized chunks, and each call costs a guard check and a
+#: launch (the whole-domain body was the faster one, docs/benchmarks.md)
+CHUNK_ELEMENTS = 1 << 24
 #: the same with the head Hessian: its contraction Y = Z Gam_zz, a [rows, d] x [d, d] product,
 #: ran 20-25% faster with chunks of 2^18-2^19 entries than of 2^21 on an AMD EPYC (its output
 #: stays in cache) and 4% slower on an Intel Xeon, where 2^21 and whole domains ran fastest
