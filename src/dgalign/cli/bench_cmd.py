@@ -2,7 +2,8 @@
 next to ERM (`dgalign.bench.curvature`); `dgalign bench cmnist-step`: the Colored MNIST rows'
 training step against ERM and a preallocated-GEMM bound (`dgalign.bench.cmnist_step`);
 `dgalign bench head-products`: the matrix products that bound the head kernels
-(`dgalign.bench.head_products`)."""
+(`dgalign.bench.head_products`); `dgalign bench head-profile`: where the one-logit head
+kernels' time goes (`dgalign.bench.head_profile`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from types import ModuleType
 
-from dgalign.bench import cmnist_step, curvature, head_products
+from dgalign.bench import cmnist_step, curvature, head_products, head_profile
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "head-products",
         head_products,
         "the matrix products that bound the closed-form head kernels, side by side",
+    )
+    _add(
+        benches,
+        "head-profile",
+        head_profile,
+        "torch.profiler of the one-logit head kernels on full-batch Colored MNIST shapes",
     )
 
 
