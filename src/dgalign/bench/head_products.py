@@ -8,7 +8,8 @@ round; medians and minima over rounds):
   CMA and Hutchinson, written chunk by chunk into a preallocated [n, d] output, for each of
   `--chunk-rows` (0: the whole domain in one product);
 - `Z^T S Z`: the head Hessian itself, as the kernels build it (`moments.syrk_`, the blocks on
-  and above the diagonal, chunks of the forward pass) and as one full product;
+  and above the diagonal, chunks of the forward pass) and as one full product; timed as
+  Z^T Z (the kernels scale Z by s first, a separate elementwise pass), the same product shapes;
 - `U^T Z` and `Z V` for k = 1, 2, 4 vectors (U [n, k], V [d, k]): the matrix-vector products of
   HGP, HessianDiag and Fishr (gradients, Hessian-vector products, row sums), in the forward
   pass's chunks; `U^T Z` (and `Z V` for one vector) both as one product per chunk and in row
