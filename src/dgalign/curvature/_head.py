@@ -218,8 +218,8 @@ def linear_logits(z: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 def add_left_product(acc: Tensor, u: Tensor, x: Tensor, blocked: bool | None = None) -> None:
     """acc += u^T x for u [B, R, k] with few columns and x [B, R, d] (acc [B, k, d]).
 
-    On the CPU MKL runs one [k, R] x [R, d] product with small k at about half the speed of
-    a read of x (`dgalign bench head-products`); for one batch entry the rows go in blocks of
+    On an AMD EPYC MKL ran one [k, R] x [R, d] product with small k at about half the speed
+    of a read of x (`dgalign bench head-products`); for one batch entry the rows go in blocks of
     `BLOCK_ROWS` as one batched product [R / b, k, b] x [R / b, b, d] summed over the
     blocks, which reads x at memory speed. Other cases (several batch entries, whose blocks
     do not form one batch dim, other devices, wide u) take the single product, and so do all
@@ -242,11 +242,11 @@ def right_product(
 ) -> Tensor:
     """out = bias + x v^T for x [B, R, d], v [B, k, d], bias [B, k], written into out [B, R, k].
 
-    For one vector (k = 1) MKL's matrix-vector path reads x at about half the speed of a
-    batched product (`dgalign bench head-products`); for one batch entry on the CPU the rows
-    go in blocks of `BLOCK_ROWS`, one [R / b] batch of [b, d] x [d, 1] products (when
-    `blocked`, default `BLOCKED_PRODUCTS`). Two or more vectors already run at memory speed as
-    one product."""
+    For one vector (k = 1) MKL's matrix-vector path read x at about half the speed of a
+    batched product on an AMD EPYC (`dgalign bench head-products`); for one batch entry on the
+    CPU the rows go in blocks of `BLOCK_ROWS`, one [R / b] batch of [b, d] x [d, 1] products
+    (when `blocked`, default `BLOCKED_PRODUCTS`). Two or more vectors already run at memory
+    speed as one product."""
     b, rows, d = x.shape
     step = BLOCK_ROWS
     m = rows // step * step
