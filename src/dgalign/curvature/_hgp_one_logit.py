@@ -22,21 +22,18 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-
-def _bias_part(v: Tensor, d: int) -> Tensor:
-    """The last column of v [B, k, d + 1] as [B, k, 1] (a baddbmm input)."""
-    return v[..., d:]
+from dgalign.curvature._head import with_bias
 
 
 def _rows(v: Tensor, z: Tensor) -> Tensor:
     """v~ z~^T for v [B, k, d + 1] (bias last) and z [B, n, d]: [B, k, n]."""
     d = z.shape[-1]
-    return torch.baddbmm(_bias_part(v, d), v[..., :d], z.mT)
+    return torch.baddbmm(v[..., d:], v[..., :d], z.mT)
 
 
 def _left(u: Tensor, z: Tensor) -> Tensor:
     """u z~ for rows u [B, k, n]: [B, k, d + 1] (the bias column is the row sum)."""
-    return torch.cat([torch.bmm(u, z), u.sum(-1, keepdim=True)], -1)
+    return with_bias(torch.bmm(u, z), u.sum(-1))
 
 
 class OneLogitHGP(torch.autograd.Function):
