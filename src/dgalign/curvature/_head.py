@@ -11,6 +11,7 @@ and every vector of head parameters is a [C, D] matrix, D = d + 1, bias in the l
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ LEFT_BLOCK_MAX_K = 8
 BLOCKED_ENV_VAR = "DGALIGN_BLOCKED_PRODUCTS"
 
 
+@functools.cache
 def cpu_vendor() -> str:
-    """The CPU's vendor id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"; "" if unknown)."""
+    """The CPU's vendor id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"; "" if unknown),
+    read once per process."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:

@@ -6,8 +6,9 @@ sample (logit, p, r, a = Z~ V^T, q = s a, lambda, S lambda) has k <= 6 entries. 
 once at memory speed: right products V Z^T ([B, k, d] x [B, d, n], Z transposed by its
 strides) and left products U Z ([B, k, n] x [B, n, d]); MKL's paths for a [n, d] x [d, k]
 product with small k ran at half that speed (`dgalign bench head-products`). One product per
-domain and pass, no chunks: five reads of each domain's features and one write of dz in all
-(forward: logits and G_e, then T_e and U_e; backward: H L, then dz with dw).
+domain and pass, no chunks: eight reads of each domain's features and one write of dz in all
+(forward: the logits and G_e, then a and the H v products; backward: lambda and H L, then dp,
+dW and dz).
 
 The math is `hvp`'s module docstring with C = 1; backward of a loss with adjoints
 L_e = [dT_e, dU_e] / n:
