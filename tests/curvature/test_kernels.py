@@ -15,6 +15,7 @@ from dgalign.curvature import (
     head_hessian,
     head_hessian_diag,
     head_per_sample_gradients,
+    moments,
 )
 from dgalign.curvature.forms import hessian_forms
 from dgalign.curvature.hvp import head_hgp, head_hutchinson_probes
@@ -79,10 +80,14 @@ def check(outs, refs, inputs):
 @pytest.mark.parametrize("c", [1, 2, 7])
 @pytest.mark.parametrize("batch", [(), (2,)])
 @pytest.mark.parametrize("square", [None, "hessian_diag", "gradient_square"])
-@pytest.mark.parametrize("hessian", [False, True])
-def test_head_moments(c, batch, square, hessian):
+@pytest.mark.parametrize("hessian", [False, "blas", "blocks"])
+def test_head_moments(c, batch, square, hessian, monkeypatch):
+    """hessian: "blas" builds the head Hessian through BLAS's syrk, "blocks" through products."""
+    if hessian == "blas" and not moments.USE_BLAS_SYRK:
+        pytest.skip("this torch build has no MKL syrk")
+    monkeypatch.setattr(moments, "USE_BLAS_SYRK", hessian == "blas")
     z, w, b, y = make(c, batch)
-    outs = head_moments(z, w, b, y, SIZES, square, hessian)
+    outs = head_moments(z, w, b, y, SIZES, square, bool(hessian))
     logits = z @ w.mT + b[..., None, :]
     refs = [logits, per_domain(per_restart(head_gradient, batch), z, logits, y)]
     if square == "hessian_diag":

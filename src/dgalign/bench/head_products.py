@@ -7,8 +7,9 @@ round; medians and minima over rounds):
 - `Z Gam` (Gam [d, d]): the head Hessian's contraction in the backward of HessianDiag-E150,
   CMA and Hutchinson, written chunk by chunk into a preallocated [n, d] output, for each of
   `--chunk-rows` (0: the whole domain in one product);
-- `Z^T S Z`: the head Hessian itself, as the kernels build it (`moments.syrk_`, the blocks on
-  and above the diagonal, chunks of the forward pass) and as one full product; timed as
+- `Z^T S Z`: the head Hessian itself, as the kernels build it (`moments.syrk_` in the forward
+  pass's chunks: BLAS's syrk where torch's MKL has it, else the blocks on and above the
+  diagonal) and as one full product; timed as
   Z^T Z (the kernels scale Z by s first, a separate elementwise pass), the same product shapes;
 - `U^T Z` and `Z V` for k = 1, 2, 4 vectors (U [n, k], V [d, k]): the matrix-vector products of
   HGP, HessianDiag and Fishr (gradients, Hessian-vector products, row sums), in the forward
@@ -17,9 +18,9 @@ round; medians and minima over rounds):
 - `V Z^T` and `U Z` with the vectors as rows [k, n], one product for the whole domain: the
   layout of the one-logit HGP kernel (`curvature._hgp_one_logit`).
 
-Printed: milliseconds, GFLOP/s (2 n d d or 2 n d k per product; the upper-blocks row is
-counted as the full product, so its rate over the full product's is the saving) and the rate
-at which Z is read (GB/s, one read of Z per product). The ratios between rows are what the
+Printed: milliseconds, GFLOP/s (2 n d d or 2 n d k per product; the upper-blocks and syrk
+rows are counted as the full product, so their rate over the full product's is the saving) and
+the rate at which Z is read (GB/s, one read of Z per product). The ratios between rows are what the
 kernels' costs in docs/benchmarks.md are measured against: for instance, whether k = 2
 vectors cost one read of Z or two.
 """
@@ -67,10 +68,13 @@ def products(
 
         return once
 
-    def hessian_blocks() -> None:
-        h.zero_()
-        for a, b in spans(forward_rows):
-            moments.syrk_(h, z[:, a:b], z[:, a:b])
+    def hessian_syrk(blas: bool) -> Callable[[], None]:
+        def once() -> None:
+            h.zero_()
+            for a, b in spans(forward_rows):
+                moments.syrk_(h, z[:, a:b], blas=blas)
+
+        return once
 
     def full_hessian() -> None:
         torch.bmm(z.mT, z, out=h)
@@ -124,7 +128,9 @@ def products(
     for rows in chunk_rows:
         label = f"all {n}" if rows == 0 else str(rows)
         table[f"Z Gam, chunks of {label} rows"] = (contraction(rows), square)
-    table["Z^T S Z, upper blocks (syrk_)"] = (hessian_blocks, square)
+    table["Z^T S Z, upper blocks (syrk_)"] = (hessian_syrk(False), square)
+    if moments.USE_BLAS_SYRK and device.type == "cpu":
+        table["Z^T S Z, BLAS syrk (syrk_)"] = (hessian_syrk(True), square)
     table["Z^T S Z, one full product"] = (full_hessian, square)
     for k in (1, 2, 4):
         table[f"U^T Z, k = {k}"] = (left(k), 2.0 * n * d * k)

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from dgalign.curvature import _fused_moments as _fused
-from dgalign.curvature import fused
+from dgalign.curvature import _syrk, fused
 from dgalign.curvature._head import (
     Layout,
     add_left_product,
@@ -53,9 +53,12 @@ def _square_vjp(kind: str, p: Tensor, r: Tensor, du: Tensor) -> Tensor:
     return du * (1 - 2 * p) if kind == "hessian_diag" else 2 * r * du
 
 
-#: the products X^T Y of a symmetric result run over this many column blocks, upper ones only
-#: (6 of 9 block products: 2/3 of a full product, like BLAS's syrk)
+#: without BLAS's syrk (`_syrk`), X^T X runs over this many column blocks, upper ones only
+#: (6 of 9 block products: 2/3 of a full product)
 SYRK_BLOCKS = 3
+
+#: whether `syrk_` calls BLAS's syrk (half a product's FLOPs) on CPU operands that take it
+USE_BLAS_SYRK = _syrk.available()
 
 
 def _blocks(width: int) -> list[slice]:
@@ -64,44 +67,49 @@ def _blocks(width: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
-def syrk_(h: Tensor, x: Tensor, y: Tensor, alpha: float = 1.0) -> None:
-    """h += alpha x^T y in the blocks on and above the diagonal only, for x^T y symmetric
-    (y = x scaled per row); `mirror_` fills the rest once all products are added."""
+def syrk_(h: Tensor, x: Tensor, alpha: float = 1.0, blas: bool | None = None) -> None:
+    """h [B, n, n] += alpha X^T X for x [B, k, n], on and above the diagonal at least;
+    `mirror_` fills the rest once all products are added. Through BLAS's syrk per matrix
+    (`blas`, default `USE_BLAS_SYRK`; MKL has no batched syrk) or else the upper blocks of
+    `_blocks`."""
+    blas = USE_BLAS_SYRK if blas is None else blas
+    if blas and all(_syrk.supports(hb, xb) for hb, xb in zip(h, x, strict=True)):
+        for hb, xb in zip(h, x, strict=True):
+            _syrk.syrk_upper_(hb, xb, alpha)
+        return
     cols = _blocks(x.shape[-1])
     for i, a in enumerate(cols):
         for b in cols[i:]:
-            h[:, a, b].baddbmm_(x[:, :, a].mT, y[:, :, b], alpha=alpha)
+            h[:, a, b].baddbmm_(x[:, :, a].mT, x[:, :, b], alpha=alpha)
 
 
 def mirror_(h: Tensor) -> None:
-    """Copy the blocks above the diagonal (see `syrk_`) to those below it."""
-    cols = _blocks(h.shape[-1])
-    for i, a in enumerate(cols):
-        for b in cols[i + 1 :]:
-            h[:, b, a] = h[:, a, b].mT
+    """Copy the strict upper triangle of h [..., n, n] (see `syrk_`) to the lower one."""
+    h.copy_(h.triu() + h.triu(1).mT)
 
 
 def _hessian_chunk_one_logit(h: Tensor, zc: Tensor, p: Tensor, buf: Tensor) -> None:
-    """Add Z~^T diag(s) Z~ of the chunk to h [B, D, D] without building Z~ = [Z, 1]: the
-    [Z^T S Z] block by `syrk_` (upper blocks), the bias row Z^T s and corner sum s."""
+    """Add Z~^T diag(s) Z~ of the chunk to h [B, D, D] (upper triangle at least) as X^T X,
+    X = sqrt(s) Z~ written into `buf` [B, >= rows, D]: one symmetric product, the bias row
+    Z^T s and the corner sum s included."""
     rows, d = zc.shape[1], zc.shape[2]
-    s = p * (1 - p)
-    sz = torch.mul(zc, s, out=buf[:, :rows, :d])
-    syrk_(h[:, :d, :d], zc, sz)
-    h[:, :d, d] += torch.bmm(s.mT, zc)[:, 0]  # Z^T s: a BLAS product beats a column sum
-    h[:, d, d] += s.sum((1, 2))
+    root = (p * (1 - p)).sqrt_()
+    x = buf[:, :rows, : d + 1]
+    torch.mul(zc, root, out=x[..., :d])
+    x[..., d:].copy_(root)
+    syrk_(h, x)
 
 
 def _hessian_chunk(h: Tensor, blocks: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> None:
     """Add sum_i S_i (x) z~_i z~_i^T of the chunk to h [B, CD, CD] for C >= 2 (without the
-    1/n; blocks on and above the diagonal only, `mirror_` completes it):
+    1/n; on and above the diagonal only, `mirror_` completes it):
     blockdiag_c(Z~^T diag(p_c) Z~) - X^T X with X_i = p_i (x) z~_i, the block-diagonal part
     accumulated in full in `blocks` [B, CD, D]."""
     b, rows, width = zt.shape
     c = p.shape[-1]
     x = torch.mul(p[..., :, None], zt[..., None, :], out=buf[:, :rows].view(b, rows, c, width))
     x = x.view(b, rows, c * width)
-    syrk_(h, x, x, alpha=-1)
+    syrk_(h, x, alpha=-1)
     blocks.baddbmm_(x.mT, zt)
 
 
@@ -205,11 +213,8 @@ class _Moments(torch.autograd.Function):
             if square:
                 squares.append(with_bias(qw, u_all[:, start:stop].sum(1)) / n)
             if hessian:
-                if c == 1:
-                    mirror_(h[:, :d, :d])
-                    h[:, d, :d] = h[:, :d, d]
-                else:
-                    mirror_(h)
+                mirror_(h)
+                if c > 1:
                     _place_blocks(h, blocks, c, width)
                 hessians.append(h / n)
         ctx.save_for_backward(z, weight, p_all, r_all, u_all)
