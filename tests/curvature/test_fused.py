@@ -57,9 +57,9 @@ def counted(monkeypatch):
     calls = []
     run = fused.run
 
-    def spy(fn, *args):
+    def spy(fn, *args, **kw):
         calls.append(fn.__qualname__)
-        return run(fn, *args)
+        return run(fn, *args, **kw)
 
     monkeypatch.setattr(fused, "run", spy)
     return calls
@@ -89,7 +89,9 @@ def test_fused_moments_match_eager(monkeypatch, square, hessian):
     calls = counted(monkeypatch)
     got = outputs_and_grads(kernel, "on")
     chunks = 3 if hessian else 5 if square else 0  # the plain gradient stays eager
-    assert calls == ["_backward_rows"] * chunks  # the Hessian's chunks are twice as long
+    sums = 2 if square else 0  # the forward's column sums, one call per domain
+    assert calls == ["_column_sums"] * sums + ["_backward_rows"] * chunks  # the Hessian's
+    # chunks are twice as long
     assert not fused._state["broken"]
     assert_close(got, want)
 

@@ -1,4 +1,12 @@
-"""Fused backward of `moments.head_moments` for one logit (C = 1), compiled by `fused.run`.
+"""Fused passes of `moments.head_moments` for one logit (C = 1), compiled by `fused.run`.
+
+Forward, with a square and no Hessian (`column_sums`): per domain, G_w = r^T z and
+Q_w = u^T (z * z) as one compiled pass of column sums over the domain's rows, with static
+shapes (a shape-generic graph ran these sums slower than the eager BLAS products; a graph per
+domain size ran them 1.6x faster, `docs/benchmarks.md`), instead of the eager squares and two
+products.
+
+Backward:
 
 Per chunk of rows (z [B, R, d], head w [B, d], notation of `moments`; dg, dq, Gam already
 divided by n; Y = z Gam_zz from BLAS when the Hessian is used):
@@ -8,8 +16,7 @@ divided by n; Y = z Gam_zz from BLAS when the Hessian is used):
 one compiled body (a loop for the row sums, one writing dz straight into its rows) instead of
 the eager code's separate squares, matrix-vector products and rank-1 and rank-2 updates; the
 column sum dl^T z stays a BLAS product (`_head.add_left_product`), which ran faster than the
-compiled one. The forward passes stay eager for the same reason (docs/benchmarks.md).
-None when the compiler failed (`fused.run`); `moments` then runs its eager backward.
+compiled one. None when the compiler failed (`fused.run`); `moments` then runs its eager code.
 """
 
 from __future__ import annotations
@@ -19,6 +26,16 @@ from torch import Tensor
 
 from dgalign.curvature import fused
 from dgalign.curvature._head import Layout, add_left_product
+
+
+def _column_sums(zc: Tensor, r: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """(r^T z, u^T (z * z)) [B, 1, d] for z [B, n, d], r and u [B, n, 1]."""
+    return (r * zc).sum(1, keepdim=True), (u * zc * zc).sum(1, keepdim=True)
+
+
+def column_sums(zc: Tensor, r: Tensor, u: Tensor) -> tuple[Tensor, Tensor] | None:
+    """`_column_sums` compiled (static shapes first); None when the compiler failed."""
+    return fused.run(_column_sums, zc, r, u, dynamic=None)
 
 
 def _backward_rows(

@@ -149,6 +149,19 @@ def _hessian_chunk_vjp(gam: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> tuple
     return dp, dzt
 
 
+def _column_sums(
+    lay: Layout, e: int, square: str, logits: Tensor, p: Tensor, r: Tensor, u: Tensor
+) -> tuple[Tensor, Tensor] | None:
+    """Domain e's (r^T z, u^T (z * z)) [B, 1, d], one logit: the logits, p, r and u of its
+    rows written into the [B, N, 1] outputs, the sums by one compiled pass
+    (`_fused_moments.column_sums`); None if the compiler failed."""
+    start, stop = lay.bounds[e]
+    view = slice(None), slice(start, stop)
+    zc = lay.z[view]
+    _, pc, rc = head_rows(zc, lay.weight, lay.bias, lay.y[view], logits[view], p[view], r[view])
+    return _fused.column_sums(zc, rc, _square_weights(square, pc, rc, u[view]))
+
+
 def _write(
     dz: Tensor,
     lo: int,
@@ -188,13 +201,16 @@ class _Moments(torch.autograd.Function):
         buf = z.new_empty(b, min(rows, n_all), max(width, hsize)) if (square or hessian) else None
         tbuf = z.new_empty(b, min(rows, n_all), width) if hessian and c > 1 else None
         grads, squares, hessians = [], [], []
+        sums = c == 1 and square is not None and not hessian and fused.enabled(z)
         for e, (start, stop) in enumerate(bounds):
             n = stop - start
-            gw = z.new_zeros(b, c, d)
-            qw = z.new_zeros(b, c, d) if square else None
+            got = _column_sums(lay, e, square, logits, p_all, r_all, u_all) if sums else None
+            gw, qw = (
+                got if got else (z.new_zeros(b, c, d), z.new_zeros(b, c, d) if square else None)
+            )
             h = z.new_zeros(b, hsize, hsize) if hessian else None
             blocks = z.new_zeros(b, hsize, width) if hessian and c > 1 else None
-            for lo, hi in lay.chunks(e, rows):
+            for lo, hi in () if got else lay.chunks(e, rows):
                 zc = z[:, lo:hi]
                 view = slice(None), slice(lo, hi)
                 _, pc, rc = head_rows(
