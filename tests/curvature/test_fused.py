@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-from dgalign.curvature import fused, fused_kernels
+from dgalign.curvature import _fused_moments, fused, fused_kernels
 from dgalign.curvature.moments import head_moments
 from dgalign.errors import ConfigError
 
@@ -25,6 +25,7 @@ SIZES = (11, 20)  # chunks of 8 rows: 8 + 3 and 8 + 8 + 4 (with the Hessian: 11 
 def _state(monkeypatch):
     monkeypatch.setattr(fused, "CHUNK_ELEMENTS", 64)  # 8 rows of d = 4 for two restarts
     monkeypatch.setattr(fused, "HESSIAN_CHUNK_ELEMENTS", 128)  # 16 rows
+    monkeypatch.setattr(_fused_moments, "SUM_BLOCK_ROWS", 4)  # column sums: 8 + 3 and 20 + 0
     monkeypatch.delenv(fused.ENV_VAR, raising=False)
     monkeypatch.setitem(fused._state, "mode", None)
     monkeypatch.setitem(fused._state, "broken", False)
@@ -57,9 +58,9 @@ def counted(monkeypatch):
     calls = []
     run = fused.run
 
-    def spy(fn, *args, **kw):
+    def spy(fn, *args):
         calls.append(fn.__qualname__)
-        return run(fn, *args, **kw)
+        return run(fn, *args)
 
     monkeypatch.setattr(fused, "run", spy)
     return calls

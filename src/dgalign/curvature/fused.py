@@ -109,10 +109,9 @@ def chunk_rows(z: Tensor, hessian: bool = False) -> int:
     return max(8, elements // max(1, z.shape[0] * z.shape[2]))
 
 
-def run(fn: Callable[..., Any], *args: Any, dynamic: bool | None = True) -> Any:
+def run(fn: Callable[..., Any], *args: Any) -> Any:
     """fn(*args) through its compiled version; None (and one warning for the process) if the
-    compiler fails, the caller then runs the eager code. `dynamic`: torch.compile's (True: one
-    graph for every shape; None: static shapes first, a dynamic graph once a shape changes)."""
+    compiler fails, the caller then runs the eager code."""
     if _state["broken"]:
         return None
     name = f"{fn.__module__}.{fn.__qualname__}"
@@ -120,7 +119,7 @@ def run(fn: Callable[..., Any], *args: Any, dynamic: bool | None = True) -> Any:
         if not torch.cuda.is_available():  # inductor's C++ build would log "No CUDA runtime
             # is found" on a CPU-only machine, which says nothing about CPU kernels
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        _compiled[name] = torch.compile(fn, dynamic=dynamic, fullgraph=True, options=_OPTIONS)
+        _compiled[name] = torch.compile(fn, dynamic=True, fullgraph=True, options=_OPTIONS)
     try:
         return _compiled[name](*args)
     except Exception as exc:  # any compiler failure falls back to eager
