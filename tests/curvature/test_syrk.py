@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -68,3 +69,18 @@ def test_moments_syrk_then_mirror_is_the_full_product(blas, width):
     moments.syrk_(h, x, alpha=-2.0, blas=blas)
     moments.mirror_(h)
     torch.testing.assert_close(h, h0 - 2.0 * x.mT @ x, rtol=1e-12, atol=1e-12)
+
+
+def test_importing_what_the_fork_server_imports_runs_no_blas():
+    """The self-check runs BLAS; a fork server must not start BLAS's threads before it forks
+    (its children would hang in their first parallel op), so it waits for the first call."""
+    code = (
+        "import torch._dynamo, dgalign.cli, dgalign.train\n"
+        "from dgalign.curvature import _syrk, moments\n"
+        "assert moments.USE_BLAS_SYRK is None\n"
+        "assert _syrk._self_check.cache_info().currsize == 0\n"
+        "assert moments.use_blas_syrk() == _syrk.available()\n"
+        "assert moments.USE_BLAS_SYRK is not None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -129,7 +129,7 @@ def products(
         label = f"all {n}" if rows == 0 else str(rows)
         table[f"Z Gam, chunks of {label} rows"] = (contraction(rows), square)
     table["Z^T S Z, upper blocks (syrk_)"] = (hessian_syrk(False), square)
-    if moments.USE_BLAS_SYRK and device.type == "cpu":
+    if moments.use_blas_syrk() and device.type == "cpu":
         table["Z^T S Z, BLAS syrk (syrk_)"] = (hessian_syrk(True), square)
     table["Z^T S Z, one full product"] = (full_hessian, square)
     for k in (1, 2, 4):

@@ -1,14 +1,17 @@
-"""The switch of the fused (`torch.compile`) backward of the one-logit moments kernel.
+"""The switch of the fused (`torch.compile`) passes of the one-logit moments kernel.
 
 The closed-form backward of `moments.head_moments` makes several memory-bound elementwise
 passes and matrix-vector products over each chunk of feature rows (squares, row sums, rank-1
 and rank-2 updates of the feature gradient). With fused kernels on, for one logit and a square
 or Hessian output, they run as one compiled function per chunk (inductor: a loop for the row
 sums, one writing the feature gradient in place), the Hessian's product with the features
-staying with BLAS. `_fused_moments` holds the body; it computes what the eager code does, in
-another summation order. The forward passes stay eager, and so do HGP's kernel (`hvp`) and
-the plain gradient: they are matrix-vector products already, which the compiled column sums
-did not beat on the Colored MNIST shapes (docs/benchmarks.md).
+staying with BLAS. In the forward pass, with a square and no Hessian, the column sums
+G = r^T Z and Q = u^T (Z * Z) run as one compiled pass per domain over blocks of rows instead
+of the squares and two products. `_fused_moments` holds the bodies; they compute what the
+eager code does, in another summation order. The other forward passes stay eager, and so do
+HGP's kernels (`hvp`, `_hgp_one_logit`) and the plain gradient: they are matrix-vector
+products already, which compiled column sums did not beat on the Colored MNIST shapes
+(docs/benchmarks.md).
 
 Modes: "on", "off", or "auto" (the default): on for CPU features of at least
 `AUTO_MIN_ELEMENTS` entries (a full-batch Colored MNIST step, not DomainBed minibatches or unit
@@ -17,7 +20,7 @@ one-logit head (C = 1) has fused bodies; C >= 2 always runs eagerly. Set the mod
 `fused_kernels(mode)` (a plain call, or a `with` block that restores the previous mode) or the
 environment variable DGALIGN_FUSED_KERNELS=auto|1|0, read while no call has set one.
 
-The body is compiled once per dtype and combination of its static options; every dim is
+Each body is compiled once per dtype and combination of its static options; every dim is
 dynamic, so chunks of any length share one compilation (inductor caches it on disk too). A
 compiler that fails makes the kernels fall back to the eager code, with one warning.
 """

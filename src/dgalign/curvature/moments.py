@@ -14,7 +14,10 @@ Backward, given dl = dL/dlogits, A = dL/dQ_e, B = dL/dG_e, Gam = sym(dL/dH_e) (e
 so the head's own backward (dl W, dW) and the penalty's share one pass over the features, and
 p, r, s and the logits are computed once per chunk of rows. On the CPU the rows go in chunks
 that fit in cache (`_head.CHUNK_ELEMENTS`), so each pass reads z from memory once. With fused
-kernels (`fused`) the one-logit backward runs as one compiled body per chunk (`_fused_moments`).
+kernels (`fused`) the one-logit backward runs as one compiled body per chunk, and the forward's
+column sums G and Q (a square, no Hessian) as one compiled pass per domain (`_fused_moments`).
+The head Hessian's symmetric products go through BLAS's syrk where torch's MKL has it
+(`_syrk`).
 """
 
 from __future__ import annotations
@@ -57,8 +60,18 @@ def _square_vjp(kind: str, p: Tensor, r: Tensor, du: Tensor) -> Tensor:
 #: (6 of 9 block products: 2/3 of a full product)
 SYRK_BLOCKS = 3
 
-#: whether `syrk_` calls BLAS's syrk (half a product's FLOPs) on CPU operands that take it
-USE_BLAS_SYRK = _syrk.available()
+#: whether `syrk_` calls BLAS's syrk (half a product's FLOPs) on CPU operands that take it;
+#: None: `_syrk.available()`, decided at the first call (not at import: its self-check runs
+#: BLAS, whose thread pool a process must not start before it forks workers)
+USE_BLAS_SYRK: bool | None = None
+
+
+def use_blas_syrk() -> bool:
+    """`USE_BLAS_SYRK`, deciding it on the first call."""
+    global USE_BLAS_SYRK
+    if USE_BLAS_SYRK is None:
+        USE_BLAS_SYRK = _syrk.available()
+    return USE_BLAS_SYRK
 
 
 def _blocks(width: int) -> list[slice]:
@@ -70,9 +83,9 @@ def _blocks(width: int) -> list[slice]:
 def syrk_(h: Tensor, x: Tensor, alpha: float = 1.0, blas: bool | None = None) -> None:
     """h [B, n, n] += alpha X^T X for x [B, k, n], on and above the diagonal at least;
     `mirror_` fills the rest once all products are added. Through BLAS's syrk per matrix
-    (`blas`, default `USE_BLAS_SYRK`; MKL has no batched syrk) or else the upper blocks of
+    (`blas`, default `use_blas_syrk()`; MKL has no batched syrk) or else the upper blocks of
     `_blocks`."""
-    blas = USE_BLAS_SYRK if blas is None else blas
+    blas = use_blas_syrk() if blas is None else blas
     if blas and all(_syrk.supports(hb, xb) for hb, xb in zip(h, x, strict=True)):
         for hb, xb in zip(h, x, strict=True):
             _syrk.syrk_upper_(hb, xb, alpha)
