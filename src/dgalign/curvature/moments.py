@@ -162,7 +162,7 @@ def _hessian_chunk_vjp(gam: Tensor, zt: Tensor, p: Tensor, buf: Tensor) -> tuple
     return dp, dzt
 
 
-def _column_sums(
+def _domain_column_sums(
     lay: Layout, e: int, square: str, logits: Tensor, p: Tensor, r: Tensor, u: Tensor
 ) -> tuple[Tensor, Tensor] | None:
     """Domain e's (r^T z, u^T (z * z)) [B, 1, d], one logit: the logits, p, r and u of its
@@ -217,7 +217,7 @@ class _Moments(torch.autograd.Function):
         sums = c == 1 and square is not None and not hessian and fused.enabled(z)
         for e, (start, stop) in enumerate(bounds):
             n = stop - start
-            got = _column_sums(lay, e, square, logits, p_all, r_all, u_all) if sums else None
+            got = _domain_column_sums(lay, e, square, logits, p_all, r_all, u_all) if sums else None
             gw, qw = (
                 got if got else (z.new_zeros(b, c, d), z.new_zeros(b, c, d) if square else None)
             )
