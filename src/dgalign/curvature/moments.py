@@ -211,7 +211,7 @@ class _Moments(torch.autograd.Function):
         logits = z.new_empty(b, n_all, c)
         p_all, r_all = torch.empty_like(logits), torch.empty_like(logits)
         u_all = torch.empty_like(logits) if square else None
-        buf = z.new_empty(b, min(rows, n_all), max(width, hsize)) if (square or hessian) else None
+        buf = None  # the chunks' squares or scaled rows, allocated when the chunk loop runs
         tbuf = z.new_empty(b, min(rows, n_all), width) if hessian and c > 1 else None
         grads, squares, hessians = [], [], []
         sums = c == 1 and square is not None and not hessian and fused.enabled(z)
@@ -221,6 +221,8 @@ class _Moments(torch.autograd.Function):
             gw, qw = (
                 got if got else (z.new_zeros(b, c, d), z.new_zeros(b, c, d) if square else None)
             )
+            if not got and buf is None and (square or hessian):
+                buf = z.new_empty(b, min(rows, n_all), max(width, hsize))
             h = z.new_zeros(b, hsize, hsize) if hessian else None
             blocks = z.new_zeros(b, hsize, width) if hessian and c > 1 else None
             for lo, hi in () if got else lay.chunks(e, rows):
